@@ -1,0 +1,245 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// Bridge receives Tencent callbacks over HTTP and answers them through NATS.
+type Bridge struct {
+	cfg  Config
+	log  zerolog.Logger
+	apps map[string]*appRoutes // by SdkAppid; read-only after New
+
+	ids       *requestIDs
+	exchanges sync.Pool
+
+	started  atomic.Bool
+	stopping atomic.Bool
+
+	ns         *server.Server // embedded NATS, nil when external
+	nc         *nats.Conn
+	natsClosed chan struct{}
+	srv        *fasthttp.Server
+	ln         net.Listener
+	serveDone  chan struct{}
+	serveErr   error
+}
+
+// New validates cfg and builds a Bridge. The Bridge keeps its own copy.
+func New(cfg Config) (*Bridge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Apps = append([]App(nil), cfg.Apps...)
+	commands := make(map[string]CommandConfig, len(cfg.Commands))
+	for k, v := range cfg.Commands {
+		commands[k] = v
+	}
+	cfg.Commands = commands
+	b := &Bridge{
+		cfg:        cfg,
+		log:        cfg.Logger.With().Str(logKeyComponent, "bridge").Logger(),
+		apps:       make(map[string]*appRoutes, len(cfg.Apps)),
+		ids:        newRequestIDs(),
+		natsClosed: make(chan struct{}),
+		serveDone:  make(chan struct{}),
+	}
+	b.exchanges.New = func() any { return newExchange() }
+	for _, app := range b.cfg.Apps {
+		b.apps[app.ID] = newAppRoutes(&b.cfg, app, &b.log)
+	}
+	return b, nil
+}
+
+// Start connects to NATS (starting the embedded server first when no URL is
+// configured) and starts serving HTTP. It returns once the listener is open.
+// An unreachable external NATS does not stop Start: the bridge keeps trying
+// and answers callbacks with their default verdict meanwhile.
+func (b *Bridge) Start(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return ErrStarted
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	url := b.cfg.NATSURL
+	if url == "" {
+		ns, err := b.startEmbeddedNATS()
+		if err != nil {
+			return err
+		}
+		b.ns = ns
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url,
+		nats.Name("timbus"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.ConnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS connected") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.log.Warn().Err(err).Msg("NATS disconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
+		nats.ClosedHandler(func(*nats.Conn) { close(b.natsClosed) }),
+	)
+	if err != nil {
+		b.stopEmbeddedNATS()
+		return fmt.Errorf("%w: connect %s: %v", ErrNATS, url, err)
+	}
+	b.nc = nc
+	if nc.IsConnected() {
+		if limit := nc.MaxPayload(); int64(b.cfg.MaxBodySize)+payloadHeadroom > limit {
+			b.log.Warn().Int64("nats_max_payload", limit).Int("max_body_size", b.cfg.MaxBodySize).
+				Msg("NATS max_payload is smaller than the largest body accepted: such callbacks get the default verdict")
+		}
+	}
+
+	ln, err := net.Listen("tcp", b.cfg.Listen)
+	if err != nil {
+		nc.Close()
+		b.stopEmbeddedNATS()
+		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
+	}
+	b.ln = ln
+	b.srv = &fasthttp.Server{
+		Handler:            b.handle,
+		ErrorHandler:       b.handleError,
+		Name:               "timbus",
+		ReadTimeout:        b.cfg.ReadTimeout,
+		WriteTimeout:       b.cfg.WriteTimeout,
+		IdleTimeout:        b.cfg.IdleTimeout,
+		MaxRequestBodySize: b.cfg.MaxBodySize,
+		ReadBufferSize:     b.cfg.MaxHeaderSize,
+		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{b.log},
+	}
+	go func() {
+		defer close(b.serveDone)
+		b.serveErr = b.srv.Serve(ln)
+	}()
+	b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", b.NATSURL()).
+		Bool("embedded_nats", b.ns != nil).Msg("timbus bridge started")
+	return nil
+}
+
+// payloadHeadroom is room for NATS headers next to a callback body.
+const payloadHeadroom = 8 << 10
+
+// Addr is the address the HTTP listener is bound to, or "" before Start.
+func (b *Bridge) Addr() string {
+	if b.ln == nil {
+		return ""
+	}
+	return b.ln.Addr().String()
+}
+
+// NATSURL is the NATS URL the bridge uses: the configured one, or the
+// embedded server's client URL.
+func (b *Bridge) NATSURL() string {
+	if b.ns != nil {
+		return b.ns.ClientURL()
+	}
+	return b.cfg.NATSURL
+}
+
+// Shutdown stops accepting callbacks, lets those in flight finish (each
+// within its own deadline), drains the NATS connection and stops the embedded
+// server. It is safe to call more than once; later calls return nil at once.
+func (b *Bridge) Shutdown(ctx context.Context) error {
+	if !b.started.Load() || !b.stopping.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	if b.srv != nil {
+		if err := b.srv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("bridge: stop HTTP: %w", err))
+		}
+		select {
+		case <-b.serveDone:
+			if b.serveErr != nil {
+				errs = append(errs, fmt.Errorf("bridge: serve: %w", b.serveErr))
+			}
+		case <-ctx.Done():
+		}
+	}
+	if b.nc != nil {
+		if err := b.nc.Drain(); err != nil {
+			b.nc.Close()
+		}
+		select {
+		case <-b.natsClosed:
+		case <-ctx.Done():
+			b.nc.Close()
+			errs = append(errs, fmt.Errorf("bridge: drain NATS: %w", ctx.Err()))
+		}
+	}
+	b.stopEmbeddedNATS()
+	b.log.Info().Msg("timbus bridge stopped")
+	return errors.Join(errs...)
+}
+
+func (b *Bridge) startEmbeddedNATS() (*server.Server, error) {
+	host, portText, err := net.SplitHostPort(b.cfg.NATSListen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: nats-listen %q: %v", ErrNATS, b.cfg.NATSListen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("%w: nats-listen %q: bad port", ErrNATS, b.cfg.NATSListen)
+	}
+	if port <= 0 {
+		port = server.RANDOM_PORT
+	} else {
+		// The server reports a busy port only in its log; check it here so the
+		// error is clear and immediate.
+		probe, err := net.Listen("tcp", b.cfg.NATSListen)
+		if err != nil {
+			return nil, fmt.Errorf("%w: embedded server cannot listen on %s: %v", ErrNATS, b.cfg.NATSListen, err)
+		}
+		probe.Close()
+	}
+	opts := &server.Options{
+		ServerName: "timbus-embedded",
+		Host:       host,
+		Port:       port,
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: int32(b.cfg.MaxBodySize + payloadHeadroom),
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: embedded server: %v", ErrNATS, err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("%w: embedded server did not start listening on %s", ErrNATS, b.cfg.NATSListen)
+	}
+	b.log.Info().Str("url", ns.ClientURL()).Msg("embedded NATS server started")
+	return ns, nil
+}
+
+func (b *Bridge) stopEmbeddedNATS() {
+	if b.ns != nil {
+		b.ns.Shutdown()
+		b.ns.WaitForShutdown()
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection errors) to zerolog.
+type fasthttpLogger struct{ log zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug().Str(logKeyComponent, "http").Msgf(format, args...)
+}

@@ -1,0 +1,203 @@
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/timbus-dev/timbus/bridge/internal/jsonscan"
+)
+
+// ErrInvalidReply is wrapped by every error ValidateReply returns.
+var ErrInvalidReply = errors.New("invalid reply")
+
+// ReplyError says why a decider's reply cannot be sent to Tencent.
+type ReplyError struct {
+	Command string
+	Reason  string
+}
+
+func (e *ReplyError) Error() string {
+	return fmt.Sprintf("catalog: invalid reply to %s: %s", e.Command, e.Reason)
+}
+
+func (e *ReplyError) Unwrap() error { return ErrInvalidReply }
+
+// member names of every reply.
+var (
+	keyActionStatus = []byte("ActionStatus")
+	keyErrorCode    = []byte("ErrorCode")
+	keyErrorInfo    = []byte("ErrorInfo")
+)
+
+// ValidateReply checks a decider's reply against the command's rules and
+// returns its ErrorCode. A valid reply is a JSON object with "ActionStatus":
+// "OK", an integer "ErrorCode" valid for the command, an optional string
+// "ErrorInfo", and only those extra fields the command understands, each in
+// the shape Tencent documents. Members Tencent does not define pass through
+// unchecked. ValidateReply does not allocate for a valid reply.
+func (c *Command) ValidateReply(b []byte) (int, error) {
+	var (
+		seen   Field
+		code   int64
+		status bool
+		hasCode,
+		hasInfo bool
+		reason string
+	)
+	err := jsonscan.Object(b, func(key, v []byte) error {
+		switch {
+		case bytes.Equal(key, keyActionStatus):
+			s, ok := jsonscan.String(v)
+			if status || !ok || string(s) != "OK" {
+				reason = `"ActionStatus" must be "OK", once`
+				return ErrInvalidReply
+			}
+			status = true
+		case bytes.Equal(key, keyErrorCode):
+			n, ok := jsonscan.Int(v)
+			if hasCode || !ok {
+				reason = `"ErrorCode" must be one integer`
+				return ErrInvalidReply
+			}
+			code, hasCode = n, true
+		case bytes.Equal(key, keyErrorInfo):
+			if _, ok := jsonscan.String(v); hasInfo || !ok {
+				reason = `"ErrorInfo" must be one string`
+				return ErrInvalidReply
+			}
+			hasInfo = true
+		default:
+			f := fieldOf(key)
+			if f == 0 {
+				return nil // not Tencent's: passed through
+			}
+			if seen&f != 0 {
+				reason = fmt.Sprintf("%q appears twice", key)
+				return ErrInvalidReply
+			}
+			seen |= f
+			if !c.Unlisted && c.Fields&f == 0 {
+				reason = fmt.Sprintf("%q is not a reply field of this command (allowed: %v)", key, c.Fields.Names())
+				return ErrInvalidReply
+			}
+			if r := checkShape(f, v); r != "" {
+				reason = fmt.Sprintf("%q %s", key, r)
+				return ErrInvalidReply
+			}
+		}
+		return nil
+	})
+	switch {
+	case reason != "":
+	case errors.Is(err, jsonscan.ErrSyntax):
+		reason = "not valid JSON"
+	case errors.Is(err, jsonscan.ErrNotObject):
+		reason = "not a JSON object"
+	case !status:
+		reason = `"ActionStatus" is missing`
+	case !hasCode:
+		reason = `"ErrorCode" is missing`
+	case !c.ValidCode(int(code)):
+		reason = fmt.Sprintf("ErrorCode %d is not valid for this command (valid: %s)", code, c.CodesString())
+	case code != 0 && seen&(FieldMsgBody|FieldCloudCustomData) != 0:
+		reason = fmt.Sprintf("ErrorCode %d with a modified message: MsgBody and CloudCustomData need ErrorCode 0", code)
+	}
+	if reason != "" {
+		return 0, &ReplyError{Command: c.Name, Reason: reason}
+	}
+	return int(code), nil
+}
+
+func fieldOf(key []byte) Field {
+	for _, fn := range fieldNames {
+		if string(key) == fn.name {
+			return fn.field
+		}
+	}
+	return 0
+}
+
+var (
+	keyMsgType    = []byte("MsgType")
+	keyMsgContent = []byte("MsgContent")
+	keyToAccount  = []byte("To_Account")
+	keyResultCode = []byte("ResultCode")
+	keyResultInfo = []byte("ResultInfo")
+	errShape      = errors.New("shape")
+)
+
+// checkShape returns why v does not have the documented shape of field f, or "".
+func checkShape(f Field, v []byte) string {
+	switch f {
+	case FieldCloudCustomData, FieldRspData:
+		if _, ok := jsonscan.String(v); !ok {
+			return "must be a string"
+		}
+	case FieldRefusedMembers, FieldRefusedSubscribers:
+		err := jsonscan.Elements(v, func(e []byte) error {
+			if _, ok := jsonscan.String(e); !ok {
+				return errShape
+			}
+			return nil
+		})
+		if err != nil {
+			return "must be an array of account strings"
+		}
+	case FieldMsgBody:
+		n := 0
+		err := jsonscan.Elements(v, func(e []byte) error {
+			n++
+			var typ, content bool
+			if !jsonscan.IsObject(e) {
+				return errShape
+			}
+			_ = jsonscan.Members(e, func(k, ev []byte) error {
+				switch {
+				case bytes.Equal(k, keyMsgType):
+					s, ok := jsonscan.String(ev)
+					typ = ok && len(s) > 0
+				case bytes.Equal(k, keyMsgContent):
+					content = jsonscan.IsObject(ev)
+				}
+				return nil
+			})
+			if !typ || !content {
+				return errShape
+			}
+			return nil
+		})
+		if err != nil || n == 0 {
+			return `must be a non-empty array of {"MsgType": string, "MsgContent": object}`
+		}
+	case FieldResultItem:
+		err := jsonscan.Elements(v, func(e []byte) error {
+			if !jsonscan.IsObject(e) {
+				return errShape
+			}
+			var account, result, bad bool
+			_ = jsonscan.Members(e, func(k, ev []byte) error {
+				switch {
+				case bytes.Equal(k, keyToAccount):
+					s, ok := jsonscan.String(ev)
+					account = ok && len(s) > 0
+				case bytes.Equal(k, keyResultCode):
+					n, ok := jsonscan.Int(ev)
+					result = ok && (n == 0 || RangeSns.Contains(int(n)))
+				case bytes.Equal(k, keyResultInfo):
+					_, ok := jsonscan.String(ev)
+					bad = bad || !ok
+				}
+				return nil
+			})
+			if !account || !result || bad {
+				return errShape
+			}
+			return nil
+		})
+		if err != nil {
+			return `must be an array of {"To_Account": string, "ResultCode": 0 or 38000-39000, "ResultInfo": string}`
+		}
+	}
+	return ""
+}

@@ -1,0 +1,279 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// TencentTimeout is how long Tencent waits for a callback's answer before it
+// lets the action through. Every answer timbus gives must come before it.
+const TencentTimeout = 2 * time.Second
+
+// Config holds everything a Bridge needs. Start from DefaultConfig; New
+// validates and copies it.
+type Config struct {
+	// Listen is the HTTP address Tencent calls, e.g. ":8080".
+	Listen string
+	// Path is the callback path, e.g. "/" or "/tencent/callback".
+	Path string
+
+	// NATSURL lists NATS servers, comma-separated. When empty the bridge runs
+	// an embedded NATS server listening on NATSListen.
+	NATSURL string
+	// NATSListen is the embedded server's client address, so that deciders in
+	// other processes can connect. Port 0 or -1 picks a free port.
+	NATSListen string
+
+	// Apps are the SdkAppids whose callbacks are accepted. At least one.
+	Apps []App
+
+	// Timeout is how long deciders have, counted from the callback's arrival.
+	Timeout time.Duration
+	// Default is the verdict sent when no valid decider answer comes in time.
+	Default Verdict
+	// Commands holds per-command overrides, keyed by CallbackCommand.
+	Commands map[string]CommandConfig
+
+	// SubjectPrefix is the first token (or tokens) of every NATS subject.
+	SubjectPrefix string
+
+	// Limits against oversized or slow clients.
+	MaxBodySize   int
+	MaxHeaderSize int
+	ReadTimeout   time.Duration
+	WriteTimeout  time.Duration
+	IdleTimeout   time.Duration
+
+	// Logger receives one line per callback at info level. Default: none.
+	Logger zerolog.Logger
+}
+
+// App is one Tencent Cloud Chat application the bridge serves.
+type App struct {
+	// ID is the SdkAppid, a decimal number.
+	ID string `yaml:"sdkappid"`
+	// Default overrides Config.Default for this app.
+	Default *Verdict `yaml:"default"`
+}
+
+// CommandConfig overrides the bridge-wide settings for one command.
+type CommandConfig struct {
+	// Timeout overrides Config.Timeout.
+	Timeout time.Duration `yaml:"timeout"`
+	// Default overrides the app's and the bridge's default verdict. It must be
+	// valid for the command.
+	Default *Verdict `yaml:"default"`
+	// FireAndForget publishes a before command as an event and answers the
+	// default verdict at once, without asking a decider.
+	FireAndForget bool `yaml:"fire_and_forget"`
+}
+
+// DefaultConfig returns the settings timbus uses unless told otherwise.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        ":8080",
+		Path:          "/",
+		NATSListen:    "127.0.0.1:4222",
+		Timeout:       1500 * time.Millisecond,
+		Default:       Allow,
+		SubjectPrefix: protocol.DefaultSubjectPrefix,
+		MaxBodySize:   1 << 20,
+		MaxHeaderSize: 8 << 10,
+		ReadTimeout:   5 * time.Second,
+		WriteTimeout:  5 * time.Second,
+		IdleTimeout:   90 * time.Second,
+		Logger:        zerolog.Nop(),
+	}
+}
+
+// Verdict is an answer to a before callback: ErrorCode 0 allows, 1 denies,
+// other codes are command-specific (see the catalog).
+type Verdict struct {
+	Code int
+	Info string
+}
+
+// The two verdicts every before command understands.
+var (
+	Allow = Verdict{Code: 0}
+	Deny  = Verdict{Code: 1}
+)
+
+// ParseVerdict reads "allow", "deny", "<code>" or "<code>:<info>", e.g.
+// "120005:name reserved".
+func ParseVerdict(s string) (Verdict, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "allow":
+		return Allow, nil
+	case "deny":
+		return Deny, nil
+	}
+	codeText, info, _ := strings.Cut(s, ":")
+	code, err := strconv.Atoi(strings.TrimSpace(codeText))
+	if err != nil {
+		return Verdict{}, fmt.Errorf("%w: %q: want allow, deny, <code> or <code>:<info>", ErrInvalidVerdict, s)
+	}
+	return Verdict{Code: code, Info: info}, nil
+}
+
+func (v Verdict) String() string {
+	switch {
+	case v == Allow:
+		return "allow"
+	case v == Deny:
+		return "deny"
+	case v.Info == "":
+		return strconv.Itoa(v.Code)
+	default:
+		return strconv.Itoa(v.Code) + ":" + v.Info
+	}
+}
+
+// MarshalText and UnmarshalText let a Verdict be a flag or a YAML scalar.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+func (v *Verdict) UnmarshalText(b []byte) error {
+	parsed, err := ParseVerdict(string(b))
+	if err != nil {
+		return err
+	}
+	*v = parsed
+	return nil
+}
+
+// answer renders the verdict as Tencent's reply JSON.
+func (v Verdict) answer() []byte {
+	info, _ := json.Marshal(v.Info)
+	return fmt.Appendf(nil, `{"ActionStatus":"OK","ErrorInfo":%s,"ErrorCode":%d}`, info, v.Code)
+}
+
+// ConfigError names the setting that is wrong. It wraps a sentinel such as
+// ErrInvalidTimeout.
+type ConfigError struct {
+	Field string
+	Value any
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("bridge: config %s=%v: %v", e.Field, e.Value, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	bad := func(field string, value any, err error) error {
+		return &ConfigError{Field: field, Value: value, Err: err}
+	}
+	if c.Listen == "" {
+		return bad("listen", c.Listen, ErrMissing)
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		return bad("path", c.Path, fmt.Errorf("%w: must start with /", ErrInvalidValue))
+	}
+	if c.NATSURL == "" && c.NATSListen == "" {
+		return bad("nats-listen", c.NATSListen, fmt.Errorf("%w: needed when nats-url is empty", ErrMissing))
+	}
+	if len(c.Apps) == 0 {
+		return bad("sdkappid", "", fmt.Errorf("%w: name at least one SdkAppid whose callbacks to accept", ErrNoApps))
+	}
+	seen := map[string]bool{}
+	for _, app := range c.Apps {
+		if _, err := strconv.ParseUint(app.ID, 10, 64); err != nil {
+			return bad("sdkappid", app.ID, fmt.Errorf("%w: an SdkAppid is a decimal number", ErrInvalidValue))
+		}
+		if seen[app.ID] {
+			return bad("sdkappid", app.ID, fmt.Errorf("%w: listed twice", ErrInvalidValue))
+		}
+		seen[app.ID] = true
+	}
+	if err := validTimeout(c.Timeout); err != nil {
+		return bad("timeout", c.Timeout, err)
+	}
+	if !validPrefix(c.SubjectPrefix) {
+		return bad("subject-prefix", c.SubjectPrefix, fmt.Errorf("%w: want dot-separated tokens without spaces or wildcards", ErrInvalidValue))
+	}
+	for name, cc := range c.Commands {
+		field := "commands." + name
+		if !catalog.ValidName(name) {
+			return bad(field, name, fmt.Errorf("%w: a command is <Family>.<Command>", ErrInvalidValue))
+		}
+		if cc.Timeout != 0 {
+			if err := validTimeout(cc.Timeout); err != nil {
+				return bad(field+".timeout", cc.Timeout, err)
+			}
+		}
+	}
+	// Every default a command can end up with must be a verdict it accepts.
+	for _, app := range c.Apps {
+		for _, cmd := range catalog.All() {
+			if !cmd.Kind.NeedsReply() {
+				continue
+			}
+			v, field := c.defaultFor(app, cmd.Name)
+			if !cmd.ValidCode(v.Code) {
+				return bad(field, v, fmt.Errorf("%w: %s accepts ErrorCode %s", ErrInvalidVerdict, cmd.Name, cmd.CodesString()))
+			}
+		}
+	}
+	for _, limit := range []struct {
+		field string
+		value int
+	}{{"max-body-size", c.MaxBodySize}, {"max-header-size", c.MaxHeaderSize}} {
+		if limit.value <= 0 {
+			return bad(limit.field, limit.value, fmt.Errorf("%w: must be positive", ErrInvalidValue))
+		}
+	}
+	return nil
+}
+
+// defaultFor returns the default verdict for a command of an app and the
+// setting it comes from.
+func (c *Config) defaultFor(app App, command string) (Verdict, string) {
+	if cc, ok := c.Commands[command]; ok && cc.Default != nil {
+		return *cc.Default, "commands." + command + ".default"
+	}
+	if app.Default != nil {
+		return *app.Default, "apps." + app.ID + ".default"
+	}
+	return c.Default, "default"
+}
+
+// timeoutFor returns the decider timeout of a command.
+func (c *Config) timeoutFor(command string) time.Duration {
+	if cc, ok := c.Commands[command]; ok && cc.Timeout != 0 {
+		return cc.Timeout
+	}
+	return c.Timeout
+}
+
+func validTimeout(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%w: must be positive", ErrInvalidTimeout)
+	}
+	if d >= TencentTimeout {
+		return fmt.Errorf("%w: must be under Tencent's own %v deadline, after which Tencent lets the action through anyway", ErrInvalidTimeout, TencentTimeout)
+	}
+	return nil
+}
+
+func validPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || strings.ContainsAny(tok, " \t\r\n*>") {
+			return false
+		}
+	}
+	return true
+}

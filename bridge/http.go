@@ -1,0 +1,240 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/timbus-dev/timbus/bridge/internal/jsonscan"
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// Outcome says what became of a callback. It appears in logs and, later, in
+// metrics and audit records.
+type Outcome string
+
+const (
+	OutcomeDecided      Outcome = "decided"       // a decider's valid verdict was sent
+	OutcomeTimeout      Outcome = "timeout"       // no answer in time: default sent
+	OutcomeNoDeciders   Outcome = "no_deciders"   // nobody listens: default sent at once
+	OutcomeInvalidReply Outcome = "invalid_reply" // the answer broke the command's rules: default sent
+	OutcomeDeciderError Outcome = "decider_error" // the decider reported a failure: default sent
+	OutcomeNATSError    Outcome = "nats_error"    // NATS unreachable: default sent
+	OutcomePublished    Outcome = "published"     // an after callback was published as an event
+	OutcomeRejected     Outcome = "rejected"      // the request was refused and nothing was published
+)
+
+// okAnswer is Tencent's plain acknowledgement.
+var okAnswer = []byte(`{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}`)
+
+var keyCallbackCommand = []byte("CallbackCommand")
+
+// parseCallback checks that body is one JSON object and returns its
+// CallbackCommand member, or nil when it has none (ContentCallback.ResultNotify
+// sends none).
+func parseCallback(body []byte) ([]byte, error) {
+	var command []byte
+	err := jsonscan.Object(body, func(key, v []byte) error {
+		if !bytes.Equal(key, keyCallbackCommand) {
+			return nil
+		}
+		s, ok := jsonscan.String(v)
+		if !ok || command != nil {
+			return errBadBodyCommand
+		}
+		command = s
+		return nil
+	})
+	return command, err
+}
+
+var errBadBodyCommand = errors.New(`"CallbackCommand" must be one string`)
+
+// handle serves one HTTP request from Tencent.
+func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
+	start := ctx.Time()
+	if string(ctx.Path()) != b.cfg.Path {
+		b.reject(ctx, fasthttp.StatusNotFound, "not_found", "no callback endpoint at this path; callbacks go to "+b.cfg.Path)
+		return
+	}
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
+		b.reject(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "callbacks must use POST")
+		return
+	}
+	args := ctx.QueryArgs()
+	appID := args.Peek("SdkAppid")
+	if len(appID) == 0 {
+		appID = args.Peek("SDKAppID")
+	}
+	app := b.apps[string(appID)]
+	if app == nil {
+		msg := "the SdkAppid query parameter is missing"
+		if len(appID) > 0 {
+			msg = fmt.Sprintf("SdkAppid %q is not served by this bridge", appID)
+		}
+		b.reject(ctx, fasthttp.StatusForbidden, "unknown_sdkappid", msg)
+		return
+	}
+	name := args.Peek("CallbackCommand")
+	if len(name) == 0 {
+		b.reject(ctx, fasthttp.StatusBadRequest, "missing_command", "the CallbackCommand query parameter is missing")
+		return
+	}
+	rt := app.lookup(name)
+	if rt == nil {
+		b.reject(ctx, fasthttp.StatusBadRequest, "invalid_command", fmt.Sprintf("CallbackCommand %q is not of the form <Family>.<Command>", name))
+		return
+	}
+	body := ctx.PostBody()
+	bodyCommand, err := parseCallback(body)
+	if err != nil {
+		b.reject(ctx, fasthttp.StatusBadRequest, "invalid_body", "the body must be one JSON object: "+err.Error())
+		return
+	}
+	if bodyCommand != nil && !bytes.Equal(bodyCommand, name) {
+		b.reject(ctx, fasthttp.StatusBadRequest, "command_mismatch",
+			fmt.Sprintf("the body's CallbackCommand %q differs from the query's %q", bodyCommand, name))
+		return
+	}
+
+	x := b.exchanges.Get().(*exchange)
+	x.id = b.ids.appendNext(x.id[:0])
+	x.set(slotRequestID, bytesString(x.id))
+	x.set(slotSdkAppID, rt.app)
+	x.set(slotCommand, rt.command.Name)
+	x.set(slotClientIP, bytesString(args.Peek("ClientIP")))
+	x.set(slotOptPlatform, bytesString(args.Peek("OptPlatform")))
+	x.msg.Subject = rt.subject
+	x.msg.Data = body
+
+	var res result
+	if rt.decide {
+		res = b.decide(x, rt, start)
+	} else {
+		res = b.publish(x, rt)
+	}
+	ctx.SetStatusCode(res.status)
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	ctx.SetBody(res.answer)
+	b.logCallback(x.id, rt, res, start)
+	x.release()
+	b.exchanges.Put(x)
+}
+
+var contentTypeJSON = []byte("application/json")
+
+// result is what became of one callback.
+type result struct {
+	status  int
+	answer  []byte
+	outcome Outcome
+	code    int
+	err     error // why the default was sent, if it was
+}
+
+// decide asks the deciders and returns their verdict, or the route's default.
+func (b *Bridge) decide(x *exchange, rt *route, start time.Time) result {
+	deadline := start.Add(rt.timeout)
+	x.deadline = strconv.AppendInt(x.deadline[:0], deadline.UnixMilli(), 10)
+	x.set(slotDeadline, bytesString(x.deadline))
+	fallback := func(o Outcome, err error) result {
+		return result{status: fasthttp.StatusOK, answer: rt.fallback, outcome: o, code: rt.code, err: err}
+	}
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return fallback(OutcomeTimeout, errors.New("deadline passed before the request was sent"))
+	}
+	if !b.nc.IsConnected() {
+		return fallback(OutcomeNATSError, fmt.Errorf("%w: %s", ErrNATS, b.nc.Status()))
+	}
+	reply, err := b.nc.RequestMsg(&x.msg, wait)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return fallback(OutcomeNoDeciders, err)
+	case errors.Is(err, nats.ErrTimeout):
+		return fallback(OutcomeTimeout, err)
+	case err != nil:
+		return fallback(OutcomeNATSError, err)
+	}
+	if desc := reply.Header.Get(protocol.HeaderServiceError); desc != "" || reply.Header.Get(protocol.HeaderServiceErrorCode) != "" {
+		return fallback(OutcomeDeciderError, fmt.Errorf("decider error %s: %s", reply.Header.Get(protocol.HeaderServiceErrorCode), desc))
+	}
+	code, err := rt.command.ValidateReply(reply.Data)
+	if err != nil {
+		return fallback(OutcomeInvalidReply, err)
+	}
+	return result{status: fasthttp.StatusOK, answer: reply.Data, outcome: OutcomeDecided, code: code}
+}
+
+// publish sends an after callback as an event. If NATS refuses it, Tencent
+// gets a non-200 answer, which lets a retrying Tencent deliver it again.
+func (b *Bridge) publish(x *exchange, rt *route) result {
+	x.set(slotDeadline, "")
+	if err := b.nc.PublishMsg(&x.msg); err != nil {
+		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
+		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: OutcomeNATSError, err: err}
+	}
+	return result{status: fasthttp.StatusOK, answer: rt.fallback, outcome: OutcomePublished, code: rt.code}
+}
+
+func (b *Bridge) logCallback(id []byte, rt *route, res result, start time.Time) {
+	level := zerolog.InfoLevel
+	if res.outcome == OutcomeInvalidReply || res.outcome == OutcomeDeciderError || res.outcome == OutcomeNATSError {
+		level = zerolog.WarnLevel
+	}
+	e := b.log.WithLevel(level)
+	if e == nil {
+		return
+	}
+	e = e.Bytes(logKeyRequestID, id).Str(logKeySdkAppID, rt.app).Str(logKeyCommand, rt.command.Name).
+		Str(logKeyOutcome, string(res.outcome)).Int(logKeyCode, res.code).Dur(logKeyLatency, time.Since(start))
+	if res.err != nil {
+		e = e.AnErr(logKeyReason, res.err)
+	}
+	e.Msg("callback")
+}
+
+// rejection is the body of every refused request: Tencent's reply shape with
+// ActionStatus FAIL, and a machine-readable reason.
+type rejection struct {
+	ActionStatus string
+	ErrorCode    int
+	ErrorInfo    string
+	Reason       string
+}
+
+func errorAnswer(reason, msg string) []byte {
+	b, _ := json.Marshal(rejection{ActionStatus: "FAIL", ErrorCode: 1, ErrorInfo: "timbus: " + msg, Reason: reason})
+	return b
+}
+
+// reject answers a request that is refused before anything is published.
+func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	ctx.SetBody(errorAnswer(reason, msg))
+	b.log.Warn().Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
+		Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)
+}
+
+// handleError answers requests fasthttp refuses before the handler runs, such
+// as an oversized body or a malformed request line.
+func (b *Bridge) handleError(ctx *fasthttp.RequestCtx, err error) {
+	status, reason := fasthttp.StatusBadRequest, "bad_request"
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, reason = fasthttp.StatusRequestEntityTooLarge, "body_too_large"
+	case errors.As(err, &small):
+		status, reason = fasthttp.StatusRequestHeaderFieldsTooLarge, "header_too_large"
+	}
+	b.reject(ctx, status, reason, err.Error())
+}

@@ -1,0 +1,105 @@
+package bridge
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// route is everything the request path needs to know about one command of
+// one app, computed once so that a callback costs no lookups beyond a map read.
+type route struct {
+	app     string
+	command *catalog.Command
+	// decide is true when a decider is asked; otherwise the callback is
+	// published as an event.
+	decide   bool
+	subject  string
+	timeout  time.Duration
+	fallback []byte // the default verdict as Tencent's reply JSON
+	code     int    // the default verdict's ErrorCode, for logs
+}
+
+// maxUnlisted bounds how many unknown command names an app remembers, so that
+// a caller inventing names cannot grow memory without end.
+const maxUnlisted = 256
+
+// appRoutes holds the routes of one app.
+type appRoutes struct {
+	id     string
+	known  map[string]*route // read-only after New
+	config *Config
+	log    *zerolog.Logger
+
+	unlisted      sync.Map // command name -> *route
+	unlistedCount atomic.Int32
+}
+
+func newAppRoutes(cfg *Config, app App, log *zerolog.Logger) *appRoutes {
+	a := &appRoutes{id: app.ID, known: map[string]*route{}, config: cfg, log: log}
+	for _, cmd := range catalog.All() {
+		a.known[cmd.Name] = a.build(app, cmd)
+	}
+	return a
+}
+
+func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
+	verdict, _ := a.config.defaultFor(app, cmd.Name)
+	r := &route{
+		app:      app.ID,
+		command:  cmd,
+		decide:   cmd.Kind.NeedsReply() && !a.config.Commands[cmd.Name].FireAndForget,
+		timeout:  a.config.timeoutFor(cmd.Name),
+		fallback: verdict.answer(),
+		code:     verdict.Code,
+	}
+	if !cmd.Kind.NeedsReply() {
+		r.fallback, r.code = okAnswer, 0
+	}
+	kind := protocol.KindEvent
+	if r.decide {
+		kind = protocol.KindDecide
+	}
+	r.subject = protocol.Subject(a.config.SubjectPrefix, kind, app.ID, cmd.Name)
+	return r
+}
+
+// lookup returns the route of a command, building one for a command the
+// catalog does not list. It returns nil if the name is not a valid command.
+func (a *appRoutes) lookup(name []byte) *route {
+	if r, ok := a.known[string(name)]; ok {
+		return r
+	}
+	key := string(name)
+	if r, ok := a.unlisted.Load(key); ok {
+		return r.(*route)
+	}
+	if !catalog.ValidName(key) {
+		return nil
+	}
+	cmd := catalog.Unlisted(key)
+	r := a.build(App{ID: a.id, Default: a.appDefault()}, cmd)
+	if a.unlistedCount.Load() >= maxUnlisted {
+		return r
+	}
+	if _, loaded := a.unlisted.LoadOrStore(key, r); !loaded {
+		a.unlistedCount.Add(1)
+		a.log.Warn().Str(logKeySdkAppID, a.id).Str(logKeyCommand, key).Str("treated_as", cmd.Kind.String()).
+			Msg("command not in the catalog: forwarding it by its name")
+	}
+	return r
+}
+
+func (a *appRoutes) appDefault() *Verdict {
+	for _, app := range a.config.Apps {
+		if app.ID == a.id {
+			return app.Default
+		}
+	}
+	return nil
+}
