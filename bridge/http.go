@@ -146,7 +146,7 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time) result {
 	x.deadline = strconv.AppendInt(x.deadline[:0], deadline.UnixMilli(), 10)
 	x.set(slotDeadline, bytesString(x.deadline))
 	fallback := func(o Outcome, err error) result {
-		return result{status: fasthttp.StatusOK, answer: rt.fallback, outcome: o, code: rt.code, err: err}
+		return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: o, code: rt.code, err: err}
 	}
 	wait := time.Until(deadline)
 	if wait <= 0 {
@@ -182,7 +182,7 @@ func (b *Bridge) publish(x *exchange, rt *route) result {
 		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
 		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: OutcomeNATSError, err: err}
 	}
-	return result{status: fasthttp.StatusOK, answer: rt.fallback, outcome: OutcomePublished, code: rt.code}
+	return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: OutcomePublished, code: rt.code}
 }
 
 func (b *Bridge) logCallback(id []byte, rt *route, res result, start time.Time) {

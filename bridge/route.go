@@ -23,6 +23,18 @@ type route struct {
 	timeout  time.Duration
 	fallback []byte // the default verdict as Tencent's reply JSON
 	code     int    // the default verdict's ErrorCode, for logs
+	// perUser is set when the default refuses users of a per-user command,
+	// whose answer names each user of the request and so is built per callback.
+	perUser bool
+	info    string
+}
+
+// fallbackFor returns the default answer to a callback with this body.
+func (r *route) fallbackFor(body []byte) []byte {
+	if r.perUser {
+		return r.command.PerUserAnswer(body, r.code, r.info)
+	}
+	return r.fallback
 }
 
 // maxUnlisted bounds how many unknown command names an app remembers, so that
@@ -57,6 +69,8 @@ func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
 		timeout:  a.config.timeoutFor(cmd.Name),
 		fallback: verdict.answer(),
 		code:     verdict.Code,
+		perUser:  cmd.PerUser != "" && verdict.Code != 0,
+		info:     verdict.Info,
 	}
 	if !cmd.Kind.NeedsReply() {
 		r.fallback, r.code = okAnswer, 0

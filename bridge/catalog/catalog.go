@@ -106,6 +106,11 @@ type Command struct {
 	// Unlisted marks a command timbus does not know; its replies are only
 	// checked for shape, since its rules are not known.
 	Unlisted bool
+	// PerUser names the request member listing the users a verdict is about
+	// (Sns commands). Such commands are decided per user through ResultItem:
+	// the top-level ErrorCode must be 0, and Codes and Custom apply to each
+	// ResultItem's ResultCode instead.
+	PerUser string
 }
 
 // ValidCode reports whether a reply may carry ErrorCode code.
@@ -152,8 +157,8 @@ var table = []Command{
 	after("Profile.CallbackPortraitSet", "48733"),
 	// Sns verdicts are per user: ResultItem[].ResultCode 0 allows that user,
 	// anything else refuses them; IM ignores a non-zero top-level ErrorCode.
-	{Name: "Sns.CallbackPrevFriendAdd", Kind: Before, Codes: []int{0}, Fields: FieldResultItem, Doc: "43468"},
-	{Name: "Sns.CallbackPrevFriendResponse", Kind: Before, Codes: []int{0}, Fields: FieldResultItem, Doc: "43467"},
+	{Name: "Sns.CallbackPrevFriendAdd", Kind: Before, Codes: allowDeny, Custom: RangeSns, Fields: FieldResultItem, PerUser: "FriendItem", Doc: "43468"},
+	{Name: "Sns.CallbackPrevFriendResponse", Kind: Before, Codes: allowDeny, Custom: RangeSns, Fields: FieldResultItem, PerUser: "ResponseFriendItem", Doc: "43467"},
 	after("Sns.CallbackFriendAdd", "34359"),
 	after("Sns.CallbackFriendDelete", "34360"),
 	after("Sns.CallbackBlackListAdd", "34361"),

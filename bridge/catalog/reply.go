@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -81,7 +82,7 @@ func (c *Command) ValidateReply(b []byte) (int, error) {
 				reason = fmt.Sprintf("%q is not a reply field of this command (allowed: %v)", key, c.Fields.Names())
 				return ErrInvalidReply
 			}
-			if r := checkShape(f, v); r != "" {
+			if r := c.checkShape(f, v); r != "" {
 				reason = fmt.Sprintf("%q %s", key, r)
 				return ErrInvalidReply
 			}
@@ -98,7 +99,9 @@ func (c *Command) ValidateReply(b []byte) (int, error) {
 		reason = `"ActionStatus" is missing`
 	case !hasCode:
 		reason = `"ErrorCode" is missing`
-	case !c.ValidCode(int(code)):
+	case c.PerUser != "" && code != 0:
+		reason = fmt.Sprintf("ErrorCode %d is ignored by Tencent for this command: refuse users through ResultItem and answer ErrorCode 0", code)
+	case c.PerUser == "" && !c.ValidCode(int(code)):
 		reason = fmt.Sprintf("ErrorCode %d is not valid for this command (valid: %s)", code, c.CodesString())
 	case code != 0 && seen&(FieldMsgBody|FieldCloudCustomData) != 0:
 		reason = fmt.Sprintf("ErrorCode %d with a modified message: MsgBody and CloudCustomData need ErrorCode 0", code)
@@ -128,7 +131,7 @@ var (
 )
 
 // checkShape returns why v does not have the documented shape of field f, or "".
-func checkShape(f Field, v []byte) string {
+func (c *Command) checkShape(f Field, v []byte) string {
 	switch f {
 	case FieldCloudCustomData, FieldRspData:
 		if _, ok := jsonscan.String(v); !ok {
@@ -183,7 +186,7 @@ func checkShape(f Field, v []byte) string {
 					account = ok && len(s) > 0
 				case bytes.Equal(k, keyResultCode):
 					n, ok := jsonscan.Int(ev)
-					result = ok && (n == 0 || RangeSns.Contains(int(n)))
+					result = ok && c.ValidCode(int(n))
 				case bytes.Equal(k, keyResultInfo):
 					_, ok := jsonscan.String(ev)
 					bad = bad || !ok
@@ -196,8 +199,37 @@ func checkShape(f Field, v []byte) string {
 			return nil
 		})
 		if err != nil {
-			return `must be an array of {"To_Account": string, "ResultCode": 0 or 38000-39000, "ResultInfo": string}`
+			return `must be an array of {"To_Account": string, "ResultCode": ` + c.CodesString() + `, "ResultInfo": string}`
 		}
 	}
 	return ""
+}
+
+// PerUserAnswer renders a verdict for a PerUser command as Tencent expects
+// it: ErrorCode 0 and one ResultItem per user named in the request body, each
+// carrying code and info. Users are taken from the body's PerUser list (their
+// "To_Account"); a body without one yields an empty ResultItem list.
+func (c *Command) PerUserAnswer(body []byte, code int, info string) []byte {
+	type item struct {
+		ToAccount  string `json:"To_Account"`
+		ResultCode int
+		ResultInfo string
+	}
+	var req map[string]json.RawMessage
+	_ = json.Unmarshal(body, &req)
+	var users []struct {
+		ToAccount string `json:"To_Account"`
+	}
+	_ = json.Unmarshal(req[c.PerUser], &users)
+	items := make([]item, 0, len(users))
+	for _, u := range users {
+		items = append(items, item{ToAccount: u.ToAccount, ResultCode: code, ResultInfo: info})
+	}
+	out, _ := json.Marshal(struct {
+		ActionStatus string
+		ErrorInfo    string
+		ErrorCode    int
+		ResultItem   []item
+	}{"OK", "", 0, items})
+	return out
 }
