@@ -23,11 +23,11 @@ const DefaultSubjectPrefix = "timbus"
 // Headers timbus sets on every decide request and event. Values are plain
 // strings; names are case-sensitive, as NATS headers are.
 const (
-	HeaderProtocol    = "Timbus-Protocol"    // Version
-	HeaderRequestID   = "Timbus-Request-Id"  // unique per callback, also in logs and audit records
-	HeaderSdkAppID    = "Timbus-Sdkappid"    // the SdkAppid query value, e.g. 1400000001
-	HeaderCommand     = "Timbus-Command"     // the CallbackCommand, e.g. Group.CallbackBeforeSendMsg
-	HeaderClientIP    = "Timbus-Client-Ip"   // the ClientIP query value; absent when Tencent sent none
+	HeaderProtocol    = "Timbus-Protocol"     // Version
+	HeaderRequestID   = "Timbus-Request-Id"   // unique per callback, also in logs and audit records
+	HeaderSdkAppID    = "Timbus-Sdkappid"     // the SdkAppid query value, e.g. 1400000001
+	HeaderCommand     = "Timbus-Command"      // the CallbackCommand, e.g. Group.CallbackBeforeSendMsg
+	HeaderClientIP    = "Timbus-Client-Ip"    // the ClientIP query value; absent when Tencent sent none
 	HeaderOptPlatform = "Timbus-Opt-Platform" // the OptPlatform query value; absent when Tencent sent none
 	// HeaderDeadline is the absolute time, in Unix milliseconds, after which
 	// timbus no longer waits for a reply; work past it is wasted.
