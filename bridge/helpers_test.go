@@ -33,7 +33,7 @@ type testBridge struct {
 
 // startBridge runs a bridge on 127.0.0.1 against a fresh embedded NATS
 // server. mutate adjusts the config before New.
-func startBridge(t *testing.T, mutate func(*Config)) *testBridge {
+func startBridge(t testing.TB, mutate func(*Config)) *testBridge {
 	t.Helper()
 	ns := natstest.Run(t)
 	logs := &syncBuffer{}

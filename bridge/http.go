@@ -52,7 +52,10 @@ func parseCallback(body []byte) ([]byte, error) {
 		command = s
 		return nil
 	})
-	return command, err
+	if err != nil {
+		return nil, err
+	}
+	return command, nil
 }
 
 var errBadBodyCommand = errors.New(`"CallbackCommand" must be one string`)

@@ -1,0 +1,230 @@
+package catalog
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCatalog_Counts(t *testing.T) {
+	kinds := map[Kind]int{}
+	for _, c := range All() {
+		kinds[c.Kind]++
+		if !ValidName(c.Name) {
+			t.Errorf("%s is not a valid command name", c.Name)
+		}
+	}
+	// The documentation lists 57 commands: 11 before (3 of them may rewrite
+	// the message), 1 that replies with data and 45 notifications.
+	if got := len(All()); got != 57 {
+		t.Errorf("%d commands, want 57", got)
+	}
+	if kinds[Before]+kinds[BeforeModify] != 11 || kinds[BeforeModify] != 3 || kinds[ReplyData] != 1 || kinds[After] != 45 {
+		t.Errorf("kinds = %v", kinds)
+	}
+}
+
+func TestUnlisted(t *testing.T) {
+	tests := []struct {
+		name string
+		kind Kind
+	}{
+		{"Group.CallbackBeforeSomethingNew", Before},
+		{"Sns.CallbackPrevSomething", Before},
+		{"Group.CallbackAfterSomethingNew", After},
+		{"Bot.OnSomething", After},
+	}
+	for _, tt := range tests {
+		if got := Unlisted(tt.name); got.Kind != tt.kind || !got.Unlisted {
+			t.Errorf("Unlisted(%s) = %v, want %v", tt.name, got.Kind, tt.kind)
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Group.CallbackBeforeSendMsg": true,
+		"C2C.CallbackAfterSendMsg":    true,
+		"Group":                       false,
+		"Group.":                      false,
+		".Send":                       false,
+		"Group.Send.More":             false,
+		"Group.*":                     false,
+		"Group.>":                     false,
+		"Group.Send Msg":              false,
+		"Group.Sénd":                  false,
+		strings.Repeat("A", 100) + "." + strings.Repeat("B", 100): false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestValidateReply(t *testing.T) {
+	tests := []struct {
+		command string
+		reply   string
+		code    int
+		reason  string // "" means valid
+	}{
+		// Each family's codes.
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`, 0, ""},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":1}`, 1, ""},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":120001}`, 120001, ""},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":130000}`, 130000, ""},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":120000}`, 0, "not valid for this command"},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":130001}`, 0, "not valid for this command"},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":2}`, 0, "not valid for this command"},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":-1}`, 0, "not valid for this command"},
+		{"OfficialAccount.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":2}`, 2, ""},
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":125000}`, 125000, ""},
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":10100}`, 0, "not valid"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":10100}`, 10100, ""},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":10200}`, 10200, ""},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":10201}`, 0, "not valid"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":120001}`, 0, "not valid"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":2}`, 0, "not valid"},
+		{"OfficialAccount.CallbackBeforeAddSubscriber", `{"ActionStatus":"OK","ErrorCode":120001}`, 0, "not valid"},
+		{"Chatbot.OnC2CSignalMessage", `{"ActionStatus":"OK","ErrorCode":1}`, 1, ""},
+		// Rewritten messages.
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"***"}}],"CloudCustomData":"x"}`, 0, ""},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":1,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"***"}}]}`, 0, "need ErrorCode 0"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[]}`, 0, "non-empty array"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":{"MsgType":"TIMTextElem"}}`, 0, "non-empty array"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":"hi"}]}`, 0, "non-empty array"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgContent":{}}]}`, 0, "non-empty array"},
+		{"Group.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"CloudCustomData":7}`, 0, "must be a string"},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{}}]}`, 0, "not a reply field of this command"},
+		// Partial refusals.
+		{"Group.CallbackBeforeInviteJoinGroup", `{"ActionStatus":"OK","ErrorCode":0,"RefusedMembers_Account":["jared","bob"]}`, 0, ""},
+		{"Group.CallbackBeforeInviteJoinGroup", `{"ActionStatus":"OK","ErrorCode":0,"RefusedMembers_Account":"jared"}`, 0, "array of account strings"},
+		{"Group.CallbackBeforeInviteJoinGroup", `{"ActionStatus":"OK","ErrorCode":0,"RefusedSubscribers_Account":["jared"]}`, 0, "not a reply field"},
+		{"OfficialAccount.CallbackBeforeAddSubscriber", `{"ActionStatus":"OK","ErrorCode":0,"RefusedSubscribers_Account":["jared"]}`, 0, ""},
+		{"OfficialAccount.CallbackBeforeAddSubscriber", `{"ActionStatus":"OK","ErrorCode":0,"RefusedSubscribers_Account":[1]}`, 0, "array of account strings"},
+		// Per-user Sns verdicts.
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0,"ResultInfo":""},{"To_Account":"b","ResultCode":38001,"ResultInfo":"no"}]}`, 0, ""},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":5}]}`, 0, "ResultItem"},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"ResultCode":0}]}`, 0, "ResultItem"},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0,"ResultInfo":3}]}`, 0, "ResultItem"},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":1}`, 0, "ignored by Tencent"},
+		{"Chatbot.OnC2CSignalMessage", `{"ActionStatus":"OK","ErrorCode":0,"RspData":"{\"msg\":\"hi\"}"}`, 0, ""},
+		{"Chatbot.OnC2CSignalMessage", `{"ActionStatus":"OK","ErrorCode":0,"RspData":{"msg":"hi"}}`, 0, "must be a string"},
+		// Shape of the verdict itself.
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"FAIL","ErrorCode":0}`, 0, "ActionStatus"},
+		{"Group.CallbackBeforeCreateGroup", `{"ErrorCode":0}`, 0, `"ActionStatus" is missing`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK"}`, 0, `"ErrorCode" is missing`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0.5}`, 0, "integer"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":1e0}`, 0, "integer"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorCode":1}`, 0, "one integer"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":null}`, 0, "ErrorInfo"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"\u00e9t\u00e9"}`, 0, ""},
+		{"Group.CallbackBeforeCreateGroup", `[{"ActionStatus":"OK","ErrorCode":0}]`, 0, "not a JSON object"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0`, 0, "not valid JSON"},
+		{"Group.CallbackBeforeCreateGroup", ``, 0, "not valid JSON"},
+		{"Group.CallbackBeforeCreateGroup", "\n {\"ActionStatus\" : \"OK\" ,\n\"ErrorCode\" : 10150 } \n", 10150, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.command+" "+tt.reply, func(t *testing.T) {
+			cmd, ok := Lookup(tt.command)
+			if !ok {
+				t.Fatalf("no command %s", tt.command)
+			}
+			code, err := cmd.ValidateReply([]byte(tt.reply))
+			if tt.reason == "" {
+				if err != nil || code != tt.code {
+					t.Fatalf("got %d, %v; want %d, valid", code, err, tt.code)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrInvalidReply) || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("err = %v; want invalid because %q", err, tt.reason)
+			}
+		})
+	}
+}
+
+// TestValidateReply_Samples: every documented reply is valid for its command.
+func TestValidateReply_Samples(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/responses/*.json")
+	if len(files) == 0 {
+		t.Fatal("no reply samples")
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		command := name[:strings.Index(name[strings.Index(name, ".")+1:], ".")+strings.Index(name, ".")+1]
+		cmd, ok := Lookup(command)
+		if !ok {
+			t.Fatalf("%s: no command %s", name, command)
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cmd.ValidateReply(b); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestUnlisted_ValidateReply(t *testing.T) {
+	cmd := Unlisted("Future.CallbackBeforeThing")
+	if code, err := cmd.ValidateReply([]byte(`{"ActionStatus":"OK","ErrorCode":777}`)); err != nil || code != 777 {
+		t.Errorf("unlisted command: %d, %v", code, err)
+	}
+	if _, err := cmd.ValidateReply([]byte(`{"ActionStatus":"OK","ErrorCode":0,"MsgBody":"x"}`)); err == nil {
+		t.Error("unlisted command: a malformed MsgBody passed")
+	}
+}
+
+func TestPerUserAnswer(t *testing.T) {
+	cmd, _ := Lookup("Sns.CallbackPrevFriendResponse")
+	body, err := os.ReadFile("../testdata/requests/Sns.CallbackPrevFriendResponse.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(cmd.PerUserAnswer(body, 1, "busy"))
+	want := `{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ResultItem":[{"To_Account":"id1","ResultCode":1,"ResultInfo":"busy"},{"To_Account":"id2","ResultCode":1,"ResultInfo":"busy"}]}`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if _, err := cmd.ValidateReply([]byte(got)); err != nil {
+		t.Errorf("the default per-user answer is not a valid reply: %v", err)
+	}
+}
+
+func FuzzValidateReply(f *testing.F) {
+	files, _ := filepath.Glob("../testdata/responses/*.json")
+	for _, file := range files {
+		b, _ := os.ReadFile(file)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0}]}`))
+	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"T","MsgContent":{}}],"x":[1,{"y":"\"}"}]}`))
+	commands := All()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, c := range commands {
+			code, err := c.ValidateReply(b)
+			if err == nil && !c.ValidCode(code) && c.PerUser == "" {
+				t.Fatalf("%s: accepted invalid code %d", c.Name, code)
+			}
+		}
+	})
+}
+
+func BenchmarkValidateReply(b *testing.B) {
+	cmd, _ := Lookup("C2C.CallbackBeforeSendMsg")
+	reply, err := os.ReadFile("../testdata/responses/C2C.CallbackBeforeSendMsg.modify.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(reply)))
+	for b.Loop() {
+		if _, err := cmd.ValidateReply(reply); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,57 @@
+package bridge
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestParseCallback(t *testing.T) {
+	tests := []struct {
+		body    string
+		command string
+		ok      bool
+	}{
+		{`{"CallbackCommand":"Group.CallbackBeforeSendMsg","EventTime":"1670574414123"}`, "Group.CallbackBeforeSendMsg", true},
+		{`{"CallbackCommand":"Group.CallbackBeforeSendMsg","EventTime":1670574414123}`, "Group.CallbackBeforeSendMsg", true},
+		{`{"EventTime":1,"Nested":{"CallbackCommand":"x"}}`, "", true}, // only the top level counts
+		{`{"CallbackCommand":"\u0047roup.CallbackBeforeSendMsg"}`, "Group.CallbackBeforeSendMsg", true},
+		{`{"Text":"你好 🌏"}`, "", true},
+		{`{"CallbackCommand":null}`, "", false},
+		{`{"CallbackCommand":"a","CallbackCommand":"b"}`, "", false},
+		{`{`, "", false},
+		{`[]`, "", false},
+	}
+	for _, tt := range tests {
+		got, err := parseCallback([]byte(tt.body))
+		if (err == nil) != tt.ok || string(got) != tt.command {
+			t.Errorf("parseCallback(%s) = %q, %v", tt.body, got, err)
+		}
+	}
+}
+
+func FuzzParseCallback(f *testing.F) {
+	files, _ := filepath.Glob("testdata/requests/*.json")
+	for _, file := range files {
+		b, _ := os.ReadFile(file)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		command, err := parseCallback(body)
+		if err == nil && command != nil && !bytes.Contains(body, []byte("CallbackCommand")) {
+			t.Fatalf("found a command %q in a body without the key", command)
+		}
+	})
+}
+
+func BenchmarkParseCallback(b *testing.B) {
+	body := sample(b, "requests", "Group.CallbackBeforeSendMsg")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := parseCallback(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
