@@ -89,7 +89,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.ConnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS connected") }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.log.Warn().Err(err).Msg("NATS disconnected") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil && !b.stopping.Load() {
+				b.log.Warn().Err(err).Msg("NATS disconnected; callbacks get their default verdict until it is back")
+			}
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.natsClosed) }),
 	)

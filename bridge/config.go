@@ -164,7 +164,7 @@ type ConfigError struct {
 }
 
 func (e *ConfigError) Error() string {
-	return fmt.Sprintf("bridge: config %s=%v: %v", e.Field, e.Value, e.Err)
+	return fmt.Sprintf("%v (%s=%v)", e.Err, e.Field, e.Value)
 }
 
 func (e *ConfigError) Unwrap() error { return e.Err }

@@ -90,19 +90,10 @@ var serveOptions = []option{
 		func(c *serveConfig) *string { return &c.logLevel }),
 	choiceOption("log-format", "FORMAT", []string{"json", "console"},
 		func(c *serveConfig) *string { return &c.logFormat }),
-	{
-		name: "max-body-size", arg: "BYTES",
-		usage: "largest callback body accepted, in bytes",
-		set: func(c *serveConfig, v string) error {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				return errors.New("want a whole number of bytes")
-			}
-			c.bridge.MaxBodySize = n
-			return nil
-		},
-		get: func(c *serveConfig) string { return strconv.Itoa(c.bridge.MaxBodySize) },
-	},
+	bytesOption("max-body-size", "largest callback body accepted, in bytes; larger ones get 413",
+		func(c *serveConfig) *int { return &c.bridge.MaxBodySize }),
+	bytesOption("max-header-size", "largest request line and headers accepted, in bytes",
+		func(c *serveConfig) *int { return &c.bridge.MaxHeaderSize }),
 	durationOption("read-timeout", "time allowed to read a whole request",
 		func(c *serveConfig) *time.Duration { return &c.bridge.ReadTimeout }),
 	durationOption("write-timeout", "time allowed to write a response",
@@ -116,6 +107,21 @@ func stringOption(name, arg, usage string, field func(*serveConfig) *string) opt
 		name: name, arg: arg, usage: usage,
 		set: func(c *serveConfig, v string) error { *field(c) = v; return nil },
 		get: func(c *serveConfig) string { return *field(c) },
+	}
+}
+
+func bytesOption(name, usage string, field func(*serveConfig) *int) option {
+	return option{
+		name: name, arg: "BYTES", usage: usage,
+		set: func(c *serveConfig, v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return errors.New("want a whole number of bytes")
+			}
+			*field(c) = n
+			return nil
+		},
+		get: func(c *serveConfig) string { return strconv.Itoa(*field(c)) },
 	}
 }
 
