@@ -198,7 +198,7 @@ func (b *Bridge) logCallback(id []byte, rt *route, res result, start time.Time) 
 		return
 	}
 	e = e.Bytes(logKeyRequestID, id).Str(logKeySdkAppID, rt.app).Str(logKeyCommand, rt.command.Name).
-		Str(logKeyOutcome, string(res.outcome)).Int(logKeyCode, res.code).Dur(logKeyLatency, time.Since(start))
+		Str(logKeyOutcome, string(res.outcome)).Int(logKeyCode, res.code).Float64(logKeyLatency, float64(time.Since(start).Microseconds())/1000)
 	if res.err != nil {
 		e = e.AnErr(logKeyReason, res.err)
 	}

@@ -8,7 +8,7 @@ const (
 	logKeyCommand   = "command"
 	logKeyOutcome   = "outcome"
 	logKeyCode      = "code"
-	logKeyLatency   = "latency"
+	logKeyLatency   = "latency_ms"
 	logKeyReason    = "reason"
 	logKeyComponent = "component"
 )

@@ -42,6 +42,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		// same time as this decider, so the first attempts may well fail.
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("connected to NATS")
 		}),

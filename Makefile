@@ -1,0 +1,77 @@
+# timbus — make targets. `make run` and `make test` are all a new user needs.
+
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X main.version=$(VERSION)
+BIN         := bin
+
+# make run settings; override on the command line, e.g. make run HTTP_LISTEN=:9090
+HTTP_LISTEN ?= :8080
+NATS_LISTEN ?= 127.0.0.1:4222
+SDKAPPID    ?= 1400000001
+RESERVED    ?= admin,official,tencent,timbus
+TRY_ADDR     = $(if $(filter :%,$(HTTP_LISTEN)),127.0.0.1$(HTTP_LISTEN),$(HTTP_LISTEN))
+
+# Fuzz targets as package:Target; `make test` runs each briefly, `make fuzz` long.
+FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge/catalog:FuzzValidateReply ./bridge/internal/jsonscan:FuzzObject
+FUZZTIME_TEST ?= 4s
+FUZZTIME      ?= 2m
+
+.PHONY: all build run test unit fuzz-short fuzz bench lint clean help
+
+all: lint test build
+
+help:
+	@echo "make run    bridge on $(HTTP_LISTEN) + embedded NATS on $(NATS_LISTEN) + demo decider"
+	@echo "make test   all tests with the race detector, plus short fuzz runs"
+	@echo "make build  binaries in $(BIN)/"
+	@echo "make lint   gofmt and go vet"
+	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
+	@echo "make bench  benchmarks with -benchmem"
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
+	$(GO) build -trimpath -o $(BIN)/officialaccount-decider ./deciders/examples/go-officialaccount
+
+# The decider connects with retries, so it may start before the bridge's
+# embedded NATS server is up; both stop together on Ctrl-C.
+run: build
+	@echo "timbus: bridge on $(HTTP_LISTEN), NATS on $(NATS_LISTEN), SdkAppid $(SDKAPPID); reserved names: $(RESERVED)"
+	@echo "Try it (in another terminal):"
+	@echo "  curl -s -X POST 'http://$(TRY_ADDR)/?SdkAppid=$(SDKAPPID)&CallbackCommand=OfficialAccount.CallbackBeforeCreateOfficialAccount&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI' \\"
+	@echo "       -d '{\"CallbackCommand\":\"OfficialAccount.CallbackBeforeCreateOfficialAccount\",\"Operator_Account\":\"107867\",\"Owner_Account\":\"107867\",\"Name\":\"admin\",\"EventTime\":1670574414123}'"
+	@echo "Stop with Ctrl-C."
+	@set -e; \
+	$(BIN)/officialaccount-decider --nats-url nats://$(NATS_LISTEN) --reserved '$(RESERVED)' & decider=$$!; \
+	trap 'kill $$decider 2>/dev/null; wait $$decider 2>/dev/null' EXIT; \
+	trap 'exit 0' INT TERM; \
+	$(BIN)/timbus serve --listen '$(HTTP_LISTEN)' --nats-listen '$(NATS_LISTEN)' --sdkappid '$(SDKAPPID)' --log-format console
+
+test: unit fuzz-short
+
+unit:
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($(FUZZTIME_TEST))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME_TEST) $$pkg || exit 1; \
+	done
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
