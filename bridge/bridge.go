@@ -21,6 +21,8 @@ type Bridge struct {
 	cfg  Config
 	log  zerolog.Logger
 	apps map[string]*appRoutes // by SdkAppid; read-only after New
+	// sources is nil when every source address is admitted.
+	sources *sourceFilter
 
 	ids       *requestIDs
 	exchanges sync.Pool
@@ -57,6 +59,12 @@ func New(cfg Config) (*Bridge, error) {
 		serveDone:  make(chan struct{}),
 	}
 	b.exchanges.New = func() any { return newExchange() }
+	if len(cfg.AllowCIDRs) > 0 {
+		// Validate has parsed these already.
+		allow, _ := parsePrefixes(cfg.AllowCIDRs)
+		proxies, _ := parsePrefixes(cfg.TrustedProxies)
+		b.sources = &sourceFilter{allow: allow, proxies: proxies, header: []byte(cfg.ProxyHeader)}
+	}
 	for _, app := range b.cfg.Apps {
 		b.apps[app.ID] = newAppRoutes(&b.cfg, app, &b.log)
 	}

@@ -312,8 +312,20 @@ func TestBridge_Samples(t *testing.T) {
 				if len(msgs) == 0 || msgs[len(msgs)-1].Subject != subject {
 					return fmt.Errorf("nothing on %s", subject)
 				}
-				if !bytes.Equal(msgs[len(msgs)-1].Data, body) {
+				last := msgs[len(msgs)-1]
+				if !bytes.Equal(last.Data, body) {
 					return fmt.Errorf("body changed on the way")
+				}
+				for k, v := range map[string]string{
+					protocol.HeaderSdkAppID: testApp, protocol.HeaderCommand: command,
+					protocol.HeaderClientIP: "10.0.0.7", protocol.HeaderOptPlatform: "RESTAPI",
+				} {
+					if got := last.Header.Get(k); got != v {
+						return fmt.Errorf("header %s = %q, want %q", k, got, v)
+					}
+				}
+				if _, ok := last.Header[protocol.HeaderDeadline]; ok != cmd.Kind.NeedsReply() {
+					return fmt.Errorf("deadline header present = %v on a %v command", ok, cmd.Kind)
 				}
 				return nil
 			})

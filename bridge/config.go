@@ -45,6 +45,21 @@ type Config struct {
 	// SubjectPrefix is the first token (or tokens) of every NATS subject.
 	SubjectPrefix string
 
+	// Token turns on Tencent's callback authentication for every app without
+	// a token of its own: requests must carry Sign and RequestTime.
+	Token string
+	// SignWindow is how far RequestTime may be from now, either way.
+	SignWindow time.Duration
+	// AllowCIDRs, when set, admits only requests from these networks (CIDRs
+	// or single addresses), such as Tencent's callback egress ranges.
+	AllowCIDRs []string
+	// TrustedProxies are the networks of reverse proxies in front of timbus;
+	// only for requests from them is the client address taken from
+	// ProxyHeader.
+	TrustedProxies []string
+	// ProxyHeader carries the client address set by a trusted proxy.
+	ProxyHeader string
+
 	// Limits against oversized or slow clients.
 	MaxBodySize   int
 	MaxHeaderSize int
@@ -54,12 +69,17 @@ type Config struct {
 
 	// Logger receives one line per callback at info level. Default: none.
 	Logger zerolog.Logger
+
+	// now is the clock for signature checks; tests replace it.
+	now func() time.Time
 }
 
 // App is one Tencent Cloud Chat application the bridge serves.
 type App struct {
 	// ID is the SdkAppid, a decimal number.
 	ID string `yaml:"sdkappid"`
+	// Token overrides Config.Token for this app.
+	Token string `yaml:"token"`
 	// Default overrides Config.Default for this app.
 	Default *Verdict `yaml:"default"`
 }
@@ -85,6 +105,8 @@ func DefaultConfig() Config {
 		Timeout:       1500 * time.Millisecond,
 		Default:       Allow,
 		SubjectPrefix: protocol.DefaultSubjectPrefix,
+		SignWindow:    time.Minute,
+		ProxyHeader:   "X-Forwarded-For",
 		MaxBodySize:   1 << 20,
 		MaxHeaderSize: 8 << 10,
 		ReadTimeout:   5 * time.Second,
@@ -195,6 +217,26 @@ func (c *Config) Validate() error {
 			return bad("sdkappid", app.ID, fmt.Errorf("%w: listed twice", ErrInvalidValue))
 		}
 		seen[app.ID] = true
+		if len(app.Token) > maxTokenLen {
+			return bad("apps."+app.ID+".token", "(secret)", fmt.Errorf("%w: at most %d characters, as in Tencent's console", ErrInvalidValue, maxTokenLen))
+		}
+	}
+	if len(c.Token) > maxTokenLen {
+		return bad("token", "(secret)", fmt.Errorf("%w: at most %d characters, as in Tencent's console", ErrInvalidValue, maxTokenLen))
+	}
+	if c.SignWindow <= 0 {
+		return bad("sign-window", c.SignWindow, fmt.Errorf("%w: must be positive", ErrInvalidValue))
+	}
+	for _, list := range []struct {
+		field  string
+		values []string
+	}{{"allow-cidr", c.AllowCIDRs}, {"trusted-proxy", c.TrustedProxies}} {
+		if _, err := parsePrefixes(list.values); err != nil {
+			return bad(list.field, list.values, fmt.Errorf("%w: %v", ErrInvalidValue, err))
+		}
+	}
+	if len(c.TrustedProxies) > 0 && c.ProxyHeader == "" {
+		return bad("proxy-header", c.ProxyHeader, fmt.Errorf("%w: needed with trusted-proxy", ErrMissing))
 	}
 	if err := validTimeout(c.Timeout); err != nil {
 		return bad("timeout", c.Timeout, err)

@@ -72,6 +72,12 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 		b.reject(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "callbacks must use POST")
 		return
 	}
+	if b.sources != nil {
+		if client := b.sources.client(ctx.RemoteIP(), ctx.Request.Header.PeekBytes); !b.sources.allowed(client) {
+			b.reject(ctx, fasthttp.StatusForbidden, "source_not_allowed", fmt.Sprintf("source address %v is not in the allowed networks", client))
+			return
+		}
+	}
 	args := ctx.QueryArgs()
 	appID := args.Peek("SdkAppid")
 	if len(appID) == 0 {
@@ -85,6 +91,12 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 		}
 		b.reject(ctx, fasthttp.StatusForbidden, "unknown_sdkappid", msg)
 		return
+	}
+	if app.signer != nil {
+		if err := app.signer.check(args.Peek("Sign"), args.Peek("RequestTime")); err != nil {
+			b.reject(ctx, fasthttp.StatusUnauthorized, err.reason, err.msg)
+			return
+		}
 	}
 	name := args.Peek("CallbackCommand")
 	if len(name) == 0 {

@@ -44,6 +44,7 @@ const maxUnlisted = 256
 // appRoutes holds the routes of one app.
 type appRoutes struct {
 	id     string
+	signer *signer           // nil when callback authentication is off
 	known  map[string]*route // read-only after New
 	config *Config
 	log    *zerolog.Logger
@@ -54,6 +55,17 @@ type appRoutes struct {
 
 func newAppRoutes(cfg *Config, app App, log *zerolog.Logger) *appRoutes {
 	a := &appRoutes{id: app.ID, known: map[string]*route{}, config: cfg, log: log}
+	token := cfg.Token
+	if app.Token != "" {
+		token = app.Token
+	}
+	if token != "" {
+		now := cfg.now
+		if now == nil {
+			now = time.Now
+		}
+		a.signer = &signer{token: []byte(token), window: cfg.SignWindow, now: now}
+	}
 	for _, cmd := range catalog.All() {
 		a.known[cmd.Name] = a.build(app, cmd)
 	}

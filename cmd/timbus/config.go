@@ -86,6 +86,16 @@ var serveOptions = []option{
 	},
 	stringOption("subject-prefix", "PREFIX", "first token(s) of every NATS subject",
 		func(c *serveConfig) *string { return &c.bridge.SubjectPrefix }),
+	stringOption("token", "TOKEN", "callback authentication token from Tencent's console: requests must then carry a valid Sign and RequestTime (prefer TIMBUS_TOKEN or the file to keep it out of ps; per-app tokens go in the file's apps list)",
+		func(c *serveConfig) *string { return &c.bridge.Token }),
+	durationOption("sign-window", "how far a signed request's RequestTime may be from now, either way",
+		func(c *serveConfig) *time.Duration { return &c.bridge.SignWindow }),
+	listOption("allow-cidr", "CIDR[,CIDR...]", "admit callbacks only from these networks, e.g. Tencent's callback egress ranges (default: any)",
+		func(c *serveConfig) *[]string { return &c.bridge.AllowCIDRs }),
+	listOption("trusted-proxy", "CIDR[,CIDR...]", "reverse proxies in front of timbus; only for requests from them is --proxy-header believed",
+		func(c *serveConfig) *[]string { return &c.bridge.TrustedProxies }),
+	stringOption("proxy-header", "HEADER", "header in which a trusted proxy reports the client address",
+		func(c *serveConfig) *string { return &c.bridge.ProxyHeader }),
 	choiceOption("log-level", "LEVEL", []string{"debug", "info", "warn", "error"},
 		func(c *serveConfig) *string { return &c.logLevel }),
 	choiceOption("log-format", "FORMAT", []string{"json", "console"},
@@ -100,6 +110,14 @@ var serveOptions = []option{
 		func(c *serveConfig) *time.Duration { return &c.bridge.WriteTimeout }),
 	durationOption("idle-timeout", "time a keep-alive connection may wait for its next request",
 		func(c *serveConfig) *time.Duration { return &c.bridge.IdleTimeout }),
+}
+
+func listOption(name, arg, usage string, field func(*serveConfig) *[]string) option {
+	return option{
+		name: name, arg: arg, usage: usage, list: true,
+		set: func(c *serveConfig, v string) error { *field(c) = splitList(v); return nil },
+		get: func(c *serveConfig) string { return strings.Join(*field(c), ",") },
+	}
 }
 
 func stringOption(name, arg, usage string, field func(*serveConfig) *string) option {
