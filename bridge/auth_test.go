@@ -73,7 +73,7 @@ func TestBridge_Authentication(t *testing.T) {
 		c.now = func() time.Time { return time.Unix(docTime+5, 0) }
 	})
 	decider(t, tb.nc, "timbus.decide.*."+oaCreate, replyWith(oaCreateDeny))
-	body := sample(t, "requests", oaCreate)
+	body := sample(t, oaCreate)
 	signed := func(app, sign, rt string) string {
 		return tb.base + "/?SdkAppid=" + app + "&CallbackCommand=" + oaCreate + "&contenttype=json&Sign=" + sign + "&RequestTime=" + rt
 	}
@@ -145,7 +145,7 @@ func TestBridge_SourceAllowlist(t *testing.T) {
 				c.AllowCIDRs = []string{"10.0.0.0/8"}
 				c.TrustedProxies = tt.proxies
 			})
-			req, _ := http.NewRequest("POST", tb.callbackURL(oaCreate), strings.NewReader(string(sample(t, "requests", oaCreate))))
+			req, _ := http.NewRequest("POST", tb.callbackURL(oaCreate), strings.NewReader(string(sample(t, oaCreate))))
 			if tt.header != "" {
 				req.Header.Set("X-Forwarded-For", tt.header)
 			}

@@ -26,7 +26,7 @@ func BenchmarkBridge_HotPath(b *testing.B) {
 	defer sub.Unsubscribe()
 	_ = tb.nc.Flush()
 
-	body := sample(b, "requests", oaCreate)
+	body := sample(b, oaCreate)
 	var req fasthttp.Request
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI("/?SdkAppid=" + testApp + "&CallbackCommand=" + oaCreate + "&contenttype=json&ClientIP=10.0.0.7&OptPlatform=RESTAPI")

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +34,7 @@ const (
 func TestBridge_Rejections(t *testing.T) {
 	tb := startBridge(t, nil)
 	all := subscribe(t, tb.nc, ">")
-	body := sample(t, "requests", oaCreate)
+	body := sample(t, oaCreate)
 	tests := []struct {
 		name   string
 		method string
@@ -139,7 +137,7 @@ func TestBridge_Decide(t *testing.T) {
 			if tt.handle != nil {
 				decider(t, tb.nc, decideOA, tt.handle)
 			}
-			got := post(t, tb.callbackURL(oaCreate), sample(t, "requests", oaCreate))
+			got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))
 			if got.status != http.StatusOK || got.body != tt.answer {
 				t.Errorf("answer = %d %s, want 200 %s", got.status, got.body, tt.answer)
 			}
@@ -184,7 +182,7 @@ func (tb *testBridge) lastCallbackLog(t *testing.T) map[string]any {
 func TestBridge_NoDecidersIsFast(t *testing.T) {
 	tb := startBridge(t, nil) // 1500ms timeout
 	for i := 0; i < 5; i++ {
-		got := post(t, tb.callbackURL(oaCreate), sample(t, "requests", oaCreate))
+		got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))
 		if got.body != allowAnswer {
 			t.Fatalf("answer = %s", got.body)
 		}
@@ -205,7 +203,7 @@ func TestBridge_RequestToDeciders(t *testing.T) {
 		got <- m
 		return &nats.Msg{Data: []byte(oaCreateDeny)}
 	})
-	body := sample(t, "requests", oaCreate)
+	body := sample(t, oaCreate)
 	before := time.Now()
 	post(t, tb.callbackURL(oaCreate), body)
 	m := <-got
@@ -255,7 +253,7 @@ func TestBridge_MissingOptionalQuery(t *testing.T) {
 	sub := subscribe(t, tb.nc, "timbus.event.>")
 	// Alert.RequestOverLimit comes without ClientIP; push callbacks without OptPlatform too.
 	a := post(t, tb.base+"/?SdkAppid="+testApp+"&CallbackCommand=Alert.RequestOverLimit&OptPlatform=RESTAPI&contenttype=json",
-		sample(t, "requests", "Alert.RequestOverLimit"))
+		sample(t, "Alert.RequestOverLimit"))
 	if a.status != 200 || a.body != allowAnswer {
 		t.Fatalf("answer = %d %s", a.status, a.body)
 	}
@@ -282,20 +280,16 @@ func TestBridge_Samples(t *testing.T) {
 	decisions := subscribe(t, tb.nc, "timbus.decide.>")
 	events := subscribe(t, tb.nc, "timbus.event.>")
 	decider(t, tb.nc, "timbus.decide.>", replyWith(verdict))
-	files, err := filepath.Glob("testdata/requests/*.json")
-	if err != nil || len(files) < 20 {
-		t.Fatalf("samples: %v (%d)", err, len(files))
+	samples := catalog.SampleRequests()
+	if len(samples) < 20 {
+		t.Fatalf("%d samples", len(samples))
 	}
-	for _, f := range files {
-		command := strings.TrimSuffix(filepath.Base(f), ".json")
+	for _, s := range samples {
+		command, body := s.Command, s.Body
 		t.Run(command, func(t *testing.T) {
 			cmd, ok := catalog.Lookup(command)
 			if !ok {
 				t.Fatalf("%s not in the catalog", command)
-			}
-			body, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
 			}
 			nd, ne := len(decisions.all()), len(events.all())
 			got := post(t, tb.callbackURL(command), body)
@@ -382,7 +376,7 @@ func TestBridge_QueueGroupSpread(t *testing.T) {
 			return &nats.Msg{Data: []byte(oaCreateDeny)}
 		})
 	}
-	body := sample(t, "requests", oaCreate)
+	body := sample(t, oaCreate)
 	var wg sync.WaitGroup
 	var wrong atomic.Int32
 	for i := 0; i < callbacks; i++ {
@@ -422,7 +416,7 @@ func connect(t *testing.T, tb *testBridge) *nats.Conn {
 func TestBridge_NATSDown(t *testing.T) {
 	tb := startBridge(t, func(c *Config) { c.Default = Deny })
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
-	if got := post(t, tb.callbackURL(oaCreate), sample(t, "requests", oaCreate)); got.body != oaCreateDeny {
+	if got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate)); got.body != oaCreateDeny {
 		t.Fatalf("before the outage: %s", got.body)
 	}
 	tb.ns.Shutdown()
@@ -434,7 +428,7 @@ func TestBridge_NATSDown(t *testing.T) {
 		return nil
 	})
 	for i := 0; i < 3; i++ {
-		got := post(t, tb.callbackURL(oaCreate), sample(t, "requests", oaCreate))
+		got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))
 		if got.status != 200 || got.body != denyAnswer {
 			t.Fatalf("during the outage: %d %s", got.status, got.body)
 		}
@@ -460,7 +454,7 @@ func TestBridge_ShutdownFinishesInFlight(t *testing.T) {
 	const inFlight = 3
 	answers := make(chan answer, inFlight)
 	for i := 0; i < inFlight; i++ {
-		go func() { answers <- post(t, tb.callbackURL(oaCreate), sample(t, "requests", oaCreate)) }()
+		go func() { answers <- post(t, tb.callbackURL(oaCreate), sample(t, oaCreate)) }()
 	}
 	for i := 0; i < inFlight; i++ {
 		<-arrived
@@ -505,7 +499,7 @@ func TestBridge_EmbeddedNATS(t *testing.T) {
 		t.Errorf("embedded server URL %s", b.NATSURL())
 	}
 	decider(t, nc, decideOA, replyWith(oaCreateDeny))
-	got := post(t, "http://"+b.Addr()+"/?SdkAppid="+testApp+"&CallbackCommand="+oaCreate, sample(t, "requests", oaCreate))
+	got := post(t, "http://"+b.Addr()+"/?SdkAppid="+testApp+"&CallbackCommand="+oaCreate, sample(t, oaCreate))
 	if got.body != oaCreateDeny {
 		t.Errorf("answer through the embedded server: %s", got.body)
 	}

@@ -3,14 +3,12 @@ package bridge
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
@@ -18,19 +16,13 @@ import (
 // refusals, per-user Sns results, chatbot data) reaches Tencent byte for byte.
 func TestBridge_ReplySamples(t *testing.T) {
 	tb := startBridge(t, nil)
-	files, _ := filepath.Glob("testdata/responses/*.json")
-	if len(files) < 6 {
-		t.Fatalf("%d reply samples", len(files))
+	replies := catalog.SampleReplies()
+	if len(replies) < 6 {
+		t.Fatalf("%d reply samples", len(replies))
 	}
-	for _, f := range files {
-		name := filepath.Base(f)
-		parts := strings.SplitN(name, ".", 3)
-		command := parts[0] + "." + parts[1]
-		t.Run(name, func(t *testing.T) {
-			reply, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
+	for _, s := range replies {
+		command, reply := s.Command, s.Body
+		t.Run(s.Name, func(t *testing.T) {
 			sub := decider(t, tb.nc, "timbus.decide."+testApp+"."+command, replyWith(string(reply)))
 			defer sub.Unsubscribe()
 			got := post(t, tb.callbackURL(command), []byte(`{"CallbackCommand":"`+command+`"}`))
@@ -71,7 +63,7 @@ func TestBridge_Fidelity(t *testing.T) {
 			[]byte(`{"CallbackCommand":"Push.OfflinePush","Events":[{"EventTime":1670574414}]}`),
 			map[string]string{protocol.HeaderOptPlatform: ""}},
 		{"newer SDKAppID spelling", "SDKAppID=" + testApp + "&CallbackCommand=Group.CallbackAfterNewMemberJoin&contenttype=json",
-			sample(t, "requests", "Group.CallbackAfterNewMemberJoin"), nil},
+			sample(t, "Group.CallbackAfterNewMemberJoin"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,7 +96,7 @@ func TestBridge_Fidelity(t *testing.T) {
 // decides refuses each requested user, as Tencent ignores a top-level code.
 func TestBridge_PerUserDefault(t *testing.T) {
 	tb := startBridge(t, func(c *Config) { c.Default = Deny })
-	got := post(t, tb.callbackURL("Sns.CallbackPrevFriendResponse"), sample(t, "requests", "Sns.CallbackPrevFriendResponse"))
+	got := post(t, tb.callbackURL("Sns.CallbackPrevFriendResponse"), sample(t, "Sns.CallbackPrevFriendResponse"))
 	want := `{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ResultItem":[{"To_Account":"id1","ResultCode":1,"ResultInfo":""},{"To_Account":"id2","ResultCode":1,"ResultInfo":""}]}`
 	if got.body != want {
 		t.Errorf("answer %s\nwant   %s", got.body, want)
@@ -119,7 +111,7 @@ func TestBridge_FireAndForget(t *testing.T) {
 	})
 	events := subscribe(t, tb.nc, "timbus.event.>")
 	decider(t, tb.nc, "timbus.decide.>", replyWith(denyAnswer))
-	got := post(t, tb.callbackURL("Group.CallbackBeforeSendMsg"), sample(t, "requests", "Group.CallbackBeforeSendMsg"))
+	got := post(t, tb.callbackURL("Group.CallbackBeforeSendMsg"), sample(t, "Group.CallbackBeforeSendMsg"))
 	if got.body != allowAnswer {
 		t.Errorf("answer %s", got.body)
 	}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/bridge/natstest"
 )
 
@@ -183,12 +182,12 @@ func (c *capture) quiet(t *testing.T, nc *nats.Conn, subject string) {
 
 var errNotYet = io.ErrNoProgress
 
-// sample reads a Tencent sample body from testdata.
-func sample(t testing.TB, kind, name string) []byte {
+// sample returns Tencent's documented request body for command.
+func sample(t testing.TB, command string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", kind, name+".json"))
-	if err != nil {
-		t.Fatal(err)
+	b, ok := catalog.SampleRequest(command)
+	if !ok {
+		t.Fatalf("no sample for %s", command)
 	}
 	return b
 }

@@ -2,9 +2,9 @@ package bridge
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/timbus-dev/timbus/bridge/catalog"
 )
 
 func TestParseCallback(t *testing.T) {
@@ -32,10 +32,8 @@ func TestParseCallback(t *testing.T) {
 }
 
 func FuzzParseCallback(f *testing.F) {
-	files, _ := filepath.Glob("testdata/requests/*.json")
-	for _, file := range files {
-		b, _ := os.ReadFile(file)
-		f.Add(b)
+	for _, s := range catalog.SampleRequests() {
+		f.Add(s.Body)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		command, err := parseCallback(body)
@@ -46,7 +44,7 @@ func FuzzParseCallback(f *testing.F) {
 }
 
 func BenchmarkParseCallback(b *testing.B) {
-	body := sample(b, "requests", "Group.CallbackBeforeSendMsg")
+	body := sample(b, "Group.CallbackBeforeSendMsg")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {

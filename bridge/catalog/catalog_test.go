@@ -2,8 +2,6 @@ package catalog
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -148,23 +146,17 @@ func TestValidateReply(t *testing.T) {
 
 // TestValidateReply_Samples: every documented reply is valid for its command.
 func TestValidateReply_Samples(t *testing.T) {
-	files, _ := filepath.Glob("../testdata/responses/*.json")
-	if len(files) == 0 {
-		t.Fatal("no reply samples")
+	replies := SampleReplies()
+	if len(replies) < 6 {
+		t.Fatalf("%d reply samples", len(replies))
 	}
-	for _, f := range files {
-		name := filepath.Base(f)
-		command := name[:strings.Index(name[strings.Index(name, ".")+1:], ".")+strings.Index(name, ".")+1]
-		cmd, ok := Lookup(command)
+	for _, s := range replies {
+		cmd, ok := Lookup(s.Command)
 		if !ok {
-			t.Fatalf("%s: no command %s", name, command)
+			t.Fatalf("%s: no command %s", s.Name, s.Command)
 		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cmd.ValidateReply(b); err != nil {
-			t.Errorf("%s: %v", name, err)
+		if _, err := cmd.ValidateReply(s.Body); err != nil {
+			t.Errorf("%s: %v", s.Name, err)
 		}
 	}
 }
@@ -179,11 +171,26 @@ func TestUnlisted_ValidateReply(t *testing.T) {
 	}
 }
 
+func TestSamples(t *testing.T) {
+	requests := SampleRequests()
+	if len(requests) < 20 {
+		t.Fatalf("%d request samples", len(requests))
+	}
+	for _, s := range requests {
+		if _, ok := Lookup(s.Command); !ok {
+			t.Errorf("sample %s: command not in the catalog", s.Name)
+		}
+		if b, ok := SampleRequest(s.Command); !ok || string(b) != string(s.Body) {
+			t.Errorf("SampleRequest(%s) differs from SampleRequests", s.Command)
+		}
+	}
+}
+
 func TestPerUserAnswer(t *testing.T) {
 	cmd, _ := Lookup("Sns.CallbackPrevFriendResponse")
-	body, err := os.ReadFile("../testdata/requests/Sns.CallbackPrevFriendResponse.json")
-	if err != nil {
-		t.Fatal(err)
+	body, ok := SampleRequest("Sns.CallbackPrevFriendResponse")
+	if !ok {
+		t.Fatal("no sample")
 	}
 	got := string(cmd.PerUserAnswer(body, 1, "busy"))
 	want := `{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ResultItem":[{"To_Account":"id1","ResultCode":1,"ResultInfo":"busy"},{"To_Account":"id2","ResultCode":1,"ResultInfo":"busy"}]}`
@@ -196,10 +203,8 @@ func TestPerUserAnswer(t *testing.T) {
 }
 
 func FuzzValidateReply(f *testing.F) {
-	files, _ := filepath.Glob("../testdata/responses/*.json")
-	for _, file := range files {
-		b, _ := os.ReadFile(file)
-		f.Add(b)
+	for _, s := range SampleReplies() {
+		f.Add(s.Body)
 	}
 	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0}]}`))
 	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"T","MsgContent":{}}],"x":[1,{"y":"\"}"}]}`))
@@ -216,9 +221,11 @@ func FuzzValidateReply(f *testing.F) {
 
 func BenchmarkValidateReply(b *testing.B) {
 	cmd, _ := Lookup("C2C.CallbackBeforeSendMsg")
-	reply, err := os.ReadFile("../testdata/responses/C2C.CallbackBeforeSendMsg.modify.json")
-	if err != nil {
-		b.Fatal(err)
+	var reply []byte
+	for _, s := range SampleReplies() {
+		if s.Name == "C2C.CallbackBeforeSendMsg.modify" {
+			reply = s.Body
+		}
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(reply)))

@@ -1,0 +1,195 @@
+// Package exampletest runs example deciders the way users run them: a real
+// timbus bridge on an embedded NATS server, the example as its own process
+// (Go, Node, C, shell…), and callbacks sent to the bridge over HTTP.
+package exampletest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/timbus-dev/timbus/bridge"
+	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// SdkAppID is the app the bridge serves in these tests.
+const SdkAppID = "1400000001"
+
+// Env is a running bridge with its NATS server.
+type Env struct {
+	// NATSURL is where example deciders connect.
+	NATSURL string
+	// BridgeURL is the bridge's base URL, http://127.0.0.1:port.
+	BridgeURL string
+	nc        *nats.Conn
+}
+
+// Start runs NATS and a bridge serving SdkAppID, both stopped when the test
+// ends. mutate may adjust the bridge config.
+func Start(t testing.TB, mutate func(*bridge.Config)) *Env {
+	t.Helper()
+	ns := natstest.Run(t)
+	cfg := bridge.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.NATSURL = ns.ClientURL()
+	cfg.Apps = []bridge.App{{ID: SdkAppID}}
+	cfg.Logger = zerolog.Nop()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	b, err := bridge.New(cfg)
+	if err != nil {
+		t.Fatalf("bridge: %v", err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatalf("bridge: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+	})
+	return &Env{NATSURL: ns.ClientURL(), BridgeURL: "http://" + b.Addr(), nc: natstest.Connect(t, ns)}
+}
+
+// Post sends a callback for command to the bridge as Tencent would and
+// returns the HTTP status and answer.
+func (e *Env) Post(t testing.TB, command string, body []byte) (int, string) {
+	t.Helper()
+	url := e.BridgeURL + "/?SdkAppid=" + SdkAppID + "&CallbackCommand=" + command +
+		"&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI"
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", command, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(answer)
+}
+
+// Sample returns Tencent's documented request body for command.
+func Sample(t testing.TB, command string) []byte {
+	t.Helper()
+	b, ok := catalog.SampleRequest(command)
+	if !ok {
+		t.Fatalf("no sample for %s", command)
+	}
+	return b
+}
+
+// WaitForDecider returns once a decider answers requests for command, or
+// fails the test after total.
+func (e *Env) WaitForDecider(t testing.TB, command string, total time.Duration) {
+	t.Helper()
+	subject := protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, SdkAppID, command)
+	deadline := time.Now().Add(total)
+	body := []byte(`{}`)
+	if b, ok := catalog.SampleRequest(command); ok {
+		body = b
+	}
+	for {
+		_, err := e.nc.Request(subject, body, 500*time.Millisecond)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no decider answers on %s after %v: %v", subject, total, err)
+		}
+		if errors.Is(err, nats.ErrNoResponders) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// Process is an example decider running as its own process.
+type Process struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// Run starts name with args (and env entries "K=V" added to the test's
+// environment), and stops it when the test ends. Its output is shown if the
+// test fails.
+func Run(t testing.TB, env []string, dir, name string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(cmd.Environ(), env...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &Process{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, out.String())
+		}
+	})
+	return p
+}
+
+// Stop sends SIGTERM (SIGKILL after grace) and waits for the process to end.
+func (p *Process) Stop(grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(terminate)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Output is what the process printed so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,7 @@
+//go:build unix
+
+package exampletest
+
+import "syscall"
+
+var terminate = syscall.SIGTERM
