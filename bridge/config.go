@@ -241,7 +241,7 @@ func (c *Config) Validate() error {
 	if err := validTimeout(c.Timeout); err != nil {
 		return bad("timeout", c.Timeout, err)
 	}
-	if !validPrefix(c.SubjectPrefix) {
+	if !protocol.ValidPrefix(c.SubjectPrefix) {
 		return bad("subject-prefix", c.SubjectPrefix, fmt.Errorf("%w: want dot-separated tokens without spaces or wildcards", ErrInvalidValue))
 	}
 	for name, cc := range c.Commands {
@@ -308,14 +308,3 @@ func validTimeout(d time.Duration) error {
 	return nil
 }
 
-func validPrefix(p string) bool {
-	if p == "" {
-		return false
-	}
-	for _, tok := range strings.Split(p, ".") {
-		if tok == "" || strings.ContainsAny(tok, " \t\r\n*>") {
-			return false
-		}
-	}
-	return true
-}

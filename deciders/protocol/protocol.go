@@ -5,7 +5,11 @@
 // decider could notice.
 package protocol
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Version is the protocol version timbus sends in HeaderProtocol.
 const Version = "1"
@@ -55,4 +59,82 @@ func Subject(prefix, kind, sdkAppID, command string) string {
 	b.WriteByte('.')
 	b.WriteString(command)
 	return b.String()
+}
+
+// FormatDeadline renders t as the value of HeaderDeadline.
+func FormatDeadline(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// ParseDeadline reads a HeaderDeadline value. ok is false when the value is
+// missing or malformed.
+func ParseDeadline(v string) (t time.Time, ok bool) {
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}
+
+// Request describes one callback as timbus hands it to a decider.
+type Request struct {
+	RequestID   string
+	SdkAppID    string
+	Command     string
+	ClientIP    string // empty when Tencent sent none
+	OptPlatform string // empty when Tencent sent none
+	Deadline    time.Time
+}
+
+// Header returns the NATS headers timbus sets for r. (The bridge builds the
+// same headers with reused buffers on its request path; tools and tests use
+// this.)
+func (r Request) Header() map[string][]string {
+	h := map[string][]string{
+		HeaderProtocol:  {Version},
+		HeaderRequestID: {r.RequestID},
+		HeaderSdkAppID:  {r.SdkAppID},
+		HeaderCommand:   {r.Command},
+	}
+	if r.ClientIP != "" {
+		h[HeaderClientIP] = []string{r.ClientIP}
+	}
+	if r.OptPlatform != "" {
+		h[HeaderOptPlatform] = []string{r.OptPlatform}
+	}
+	if !r.Deadline.IsZero() {
+		h[HeaderDeadline] = []string{FormatDeadline(r.Deadline)}
+	}
+	return h
+}
+
+// ParseRequest reads the headers of a request from timbus.
+func ParseRequest(h map[string][]string) Request {
+	get := func(k string) string {
+		if v := h[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	deadline, _ := ParseDeadline(get(HeaderDeadline))
+	return Request{
+		RequestID:   get(HeaderRequestID),
+		SdkAppID:    get(HeaderSdkAppID),
+		Command:     get(HeaderCommand),
+		ClientIP:    get(HeaderClientIP),
+		OptPlatform: get(HeaderOptPlatform),
+		Deadline:    deadline,
+	}
+}
+
+// ValidPrefix reports whether p can be a subject prefix: dot-separated
+// tokens without spaces or wildcards.
+func ValidPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || strings.ContainsAny(tok, " \t\r\n*>") {
+			return false
+		}
+	}
+	return true
 }
