@@ -13,7 +13,7 @@ RESERVED    ?= admin,official,tencent,timbus
 TRY_ADDR     = $(if $(filter :%,$(HTTP_LISTEN)),127.0.0.1$(HTTP_LISTEN),$(HTTP_LISTEN))
 
 # Fuzz targets as package:Target; `make test` runs each briefly, `make fuzz` long.
-FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge/catalog:FuzzValidateReply ./bridge/internal/jsonscan:FuzzObject
+FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge:FuzzAppendJSONString ./bridge/catalog:FuzzValidateReply ./bridge/internal/jsonscan:FuzzObject
 FUZZTIME_TEST ?= 4s
 FUZZTIME      ?= 2m
 

@@ -33,6 +33,7 @@ type Bridge struct {
 	ns         *server.Server // embedded NATS, nil when external
 	nc         *nats.Conn
 	natsClosed chan struct{}
+	audit      *auditor
 	srv        *fasthttp.Server
 	ln         net.Listener
 	serveDone  chan struct{}
@@ -117,8 +118,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}
 
+	b.audit = newAuditor(nc, b.cfg.SubjectPrefix, b.log)
+
 	ln, err := net.Listen("tcp", b.cfg.Listen)
 	if err != nil {
+		b.audit.stop()
 		nc.Close()
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
@@ -184,6 +188,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 		}
+	}
+	if b.audit != nil {
+		b.audit.stop()
 	}
 	if b.nc != nil {
 		if err := b.nc.Drain(); err != nil {

@@ -84,6 +84,19 @@ func TestBridge_Rejections(t *testing.T) {
 		})
 	}
 	all.quiet(t, tb.nc, "marker.subject")
+	// Each refusal is recorded for auditors, under its reason.
+	waitFor(t, 2*time.Second, func() error {
+		rejected := 0
+		for _, m := range all.all() {
+			if strings.HasPrefix(m.Subject, "timbus.audit.rejected.") {
+				rejected++
+			}
+		}
+		if rejected != len(tests) {
+			return fmt.Errorf("%d refusals audited, want %d", rejected, len(tests))
+		}
+		return nil
+	})
 }
 
 // TestBridge_Decide covers every way a before callback can end.
@@ -332,7 +345,7 @@ func TestBridge_Samples(t *testing.T) {
 
 func TestBridge_UnlistedCommands(t *testing.T) {
 	tb := startBridge(t, nil)
-	all := subscribe(t, tb.nc, "timbus.>")
+	all := subscribe(t, tb.nc, "timbus.*."+testApp+".Future.>")
 	decider(t, tb.nc, "timbus.decide."+testApp+".Future.CallbackBeforeThing", replyWith(`{"ActionStatus":"OK","ErrorCode":4242}`))
 	got := post(t, tb.callbackURL("Future.CallbackBeforeThing"), []byte(`{"CallbackCommand":"Future.CallbackBeforeThing"}`))
 	if got.body != `{"ActionStatus":"OK","ErrorCode":4242}` {
@@ -346,7 +359,9 @@ func TestBridge_UnlistedCommands(t *testing.T) {
 	waitFor(t, 2*time.Second, func() error {
 		var subjects []string
 		for _, m := range all.all() {
-			subjects = append(subjects, m.Subject)
+			if !strings.Contains(m.Subject, ".audit.") {
+				subjects = append(subjects, m.Subject)
+			}
 		}
 		want := []string{"timbus.decide." + testApp + ".Future.CallbackBeforeThing", "timbus.event." + testApp + ".Future.CallbackAfterThing", "timbus.event." + testApp + ".Future.CallbackAfterThing"}
 		if fmt.Sprint(subjects) != fmt.Sprint(want) {

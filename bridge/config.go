@@ -307,4 +307,3 @@ func validTimeout(d time.Duration) error {
 	}
 	return nil
 }
-

@@ -140,8 +140,27 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(res.answer)
 	b.logCallback(x.id, rt, res, start)
+	b.auditCallback(x.id, rt, res, start, args, body)
 	x.release()
 	b.exchanges.Put(x)
+}
+
+// auditCallback queues the callback's audit record.
+func (b *Bridge) auditCallback(id []byte, rt *route, res result, start time.Time, args *fasthttp.Args, body []byte) {
+	e := b.audit.entry()
+	e.subject = rt.audit
+	e.received = start
+	e.app, e.command, e.kind = rt.app, rt.command.Name, rt.command.Kind.String()
+	e.id = e.keep(id)
+	e.clientIP = e.keep(args.Peek("ClientIP"))
+	e.platform = e.keep(args.Peek("OptPlatform"))
+	e.body = e.keep(body)
+	e.outcome, e.status, e.code, e.answer, e.decider = res.outcome, res.status, res.code, res.answer, res.decider
+	if res.err != nil {
+		e.reason = res.err.Error()
+	}
+	e.latency = time.Since(start)
+	b.audit.submit(e)
 }
 
 var contentTypeJSON = []byte("application/json")
@@ -152,7 +171,8 @@ type result struct {
 	answer  []byte
 	outcome Outcome
 	code    int
-	err     error // why the default was sent, if it was
+	err     error  // why the default was sent, if it was
+	decider string // the answering decider's name, if it gave one
 }
 
 // decide asks the deciders and returns their verdict, or the route's default.
@@ -186,7 +206,8 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time) result {
 	if err != nil {
 		return fallback(OutcomeInvalidReply, err)
 	}
-	return result{status: fasthttp.StatusOK, answer: reply.Data, outcome: OutcomeDecided, code: code}
+	return result{status: fasthttp.StatusOK, answer: reply.Data, outcome: OutcomeDecided, code: code,
+		decider: reply.Header.Get(protocol.HeaderDecider)}
 }
 
 // publish sends an after callback as an event. If NATS refuses it, Tencent
@@ -231,13 +252,31 @@ func errorAnswer(reason, msg string) []byte {
 	return b
 }
 
-// reject answers a request that is refused before anything is published.
+// reject answers a request that is refused before anything is published
+// to deciders, and records the refusal for auditors.
 func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string) {
+	answer := errorAnswer(reason, msg)
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
-	ctx.SetBody(errorAnswer(reason, msg))
-	b.log.Warn().Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
+	ctx.SetBody(answer)
+	id := b.ids.appendNext(nil)
+	b.log.Warn().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
 		Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)
+
+	e := b.audit.entry()
+	e.subject = b.cfg.SubjectPrefix + "." + protocol.KindAudit + "." + protocol.RejectedToken + "." + reason
+	e.received = ctx.Time()
+	e.id = e.keep(id)
+	args := ctx.QueryArgs()
+	if appID := args.Peek("SdkAppid"); len(appID) > 0 {
+		e.app = string(appID)
+	}
+	e.command = string(args.Peek("CallbackCommand"))
+	e.outcome, e.status, e.code, e.answer, e.reason = OutcomeRejected, status, 1, answer, msg
+	e.query = string(args.QueryString())
+	e.remote = ctx.RemoteAddr().String()
+	e.latency = time.Since(ctx.Time())
+	b.audit.submit(e)
 }
 
 // handleError answers requests fasthttp refuses before the handler runs, such

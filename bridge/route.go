@@ -18,8 +18,10 @@ type route struct {
 	command *catalog.Command
 	// decide is true when a decider is asked; otherwise the callback is
 	// published as an event.
-	decide   bool
-	subject  string
+	decide  bool
+	subject string
+	// audit is the subject of the callback's audit record.
+	audit    string
 	timeout  time.Duration
 	fallback []byte // the default verdict as Tencent's reply JSON
 	code     int    // the default verdict's ErrorCode, for logs
@@ -92,6 +94,7 @@ func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
 		kind = protocol.KindDecide
 	}
 	r.subject = protocol.Subject(a.config.SubjectPrefix, kind, app.ID, cmd.Name)
+	r.audit = protocol.Subject(a.config.SubjectPrefix, protocol.KindAudit, app.ID, cmd.Name)
 	return r
 }
 

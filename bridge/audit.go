@@ -1,0 +1,229 @@
+package bridge
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// auditQueueLen bounds the records waiting to be published. A full queue
+// drops records (counted and logged) rather than slow a decision.
+const auditQueueLen = 16384
+
+// auditor publishes one record per callback. The request path only copies
+// what outlives the request into a pooled entry and queues it; encoding and
+// publishing happen on the auditor's own goroutine.
+type auditor struct {
+	nc      *nats.Conn
+	log     zerolog.Logger
+	prefix  string
+	entries chan *auditEntry
+	pool    sync.Pool
+	quit    chan struct{}
+	done    chan struct{}
+
+	published atomic.Uint64
+	dropped   atomic.Uint64
+	failed    atomic.Uint64
+}
+
+// auditEntry holds one record until it is published. Request-scoped bytes
+// (id, client address, platform, body) are copied into buf, the one copy of
+// the body timbus makes.
+type auditEntry struct {
+	subject  string
+	received time.Time
+	app      string
+	command  string
+	kind     string
+	outcome  Outcome
+	reason   string
+	status   int
+	code     int
+	answer   []byte // immutable: a route's default, or a decider's reply
+	decider  string
+	latency  time.Duration
+	query    string // refusals only
+	remote   string // refusals only
+
+	buf                          []byte
+	id, clientIP, platform, body span
+}
+
+type span struct{ start, end int }
+
+func (e *auditEntry) keep(b []byte) span {
+	start := len(e.buf)
+	e.buf = append(e.buf, b...)
+	return span{start, len(e.buf)}
+}
+
+func (e *auditEntry) get(s span) []byte { return e.buf[s.start:s.end] }
+
+func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
+	a := &auditor{
+		nc:      nc,
+		log:     log,
+		prefix:  prefix,
+		entries: make(chan *auditEntry, auditQueueLen),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
+	go a.run()
+	return a
+}
+
+// entry returns an empty entry to fill.
+func (a *auditor) entry() *auditEntry {
+	e := a.pool.Get().(*auditEntry)
+	buf := e.buf[:0]
+	*e = auditEntry{buf: buf}
+	return e
+}
+
+// submit queues e without ever blocking.
+func (a *auditor) submit(e *auditEntry) {
+	select {
+	case a.entries <- e:
+	default:
+		if n := a.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8… drops
+			a.log.Warn().Uint64("dropped", n).Msg("audit queue full: records dropped")
+		}
+		a.release(e)
+	}
+}
+
+func (a *auditor) release(e *auditEntry) {
+	if cap(e.buf) > 1<<20 {
+		return // let an unusually large body's buffer go
+	}
+	a.pool.Put(e)
+}
+
+func (a *auditor) run() {
+	defer close(a.done)
+	var out []byte
+	publish := func(e *auditEntry) {
+		out = e.encode(out[:0])
+		if err := a.nc.Publish(e.subject, out); err != nil {
+			a.failed.Add(1)
+		} else {
+			a.published.Add(1)
+		}
+		a.release(e)
+	}
+	for {
+		select {
+		case e := <-a.entries:
+			publish(e)
+		case <-a.quit:
+			for {
+				select {
+				case e := <-a.entries:
+					publish(e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// stop publishes what is queued and returns. Entries submitted later are
+// dropped by the full-queue path only if the queue fills; stop is called
+// after the HTTP server has stopped, so none are.
+func (a *auditor) stop() {
+	close(a.quit)
+	<-a.done
+}
+
+// encode renders e as a protocol.AuditRecord in JSON.
+func (e *auditEntry) encode(b []byte) []byte {
+	b = append(b, `{"version":`...)
+	b = strconv.AppendInt(b, protocol.AuditVersion, 10)
+	b = appendField(b, "request_id", e.get(e.id))
+	b = append(b, `,"received_at":"`...)
+	b = e.received.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendStringField(b, "sdkappid", e.app)
+	b = appendStringField(b, "command", e.command)
+	b = appendStringField(b, "kind", e.kind)
+	b = appendField(b, "client_ip", e.get(e.clientIP))
+	b = appendField(b, "opt_platform", e.get(e.platform))
+	b = appendStringField(b, "outcome", string(e.outcome))
+	b = appendStringField(b, "reason", e.reason)
+	b = append(b, `,"http_status":`...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"code":`...)
+	b = strconv.AppendInt(b, int64(e.code), 10)
+	if len(e.answer) > 0 {
+		b = append(b, `,"answer":`...)
+		b = append(b, e.answer...)
+	}
+	b = appendStringField(b, "decider", e.decider)
+	b = append(b, `,"latency_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.latency.Microseconds())/1000, 'f', -1, 64)
+	if body := e.get(e.body); len(body) > 0 {
+		b = append(b, `,"body":`...)
+		b = append(b, body...)
+	}
+	b = appendStringField(b, "query", e.query)
+	b = appendStringField(b, "remote", e.remote)
+	return append(b, '}')
+}
+
+func appendStringField(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendField(b, key, []byte(v))
+}
+
+// appendField appends ,"key":"v" with v escaped for JSON; empty v is omitted.
+func appendField(b []byte, key string, v []byte) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return appendJSONString(b, v)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b, s []byte) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,127 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// TestBridge_Audit: every callback, whatever became of it, gives one record
+// with what an auditor needs.
+func TestBridge_Audit(t *testing.T) {
+	tb := startBridge(t, nil)
+	records := subscribe(t, tb.nc, "timbus.audit.>")
+	seen := make(chan string, 1)
+	decider(t, tb.nc, decideOA, func(m *nats.Msg) *nats.Msg {
+		seen <- m.Header.Get(protocol.HeaderRequestID)
+		r := nats.NewMsg("")
+		r.Header.Set(protocol.HeaderDecider, "names/1.2.0/x7")
+		r.Data = []byte(oaCreateDeny)
+		return r
+	})
+	oa := sample(t, oaCreate)
+	group := sample(t, "Group.CallbackBeforeCreateGroup")
+	after := sample(t, "Group.CallbackAfterNewMemberJoin")
+	before := time.Now()
+	answers := []answer{
+		post(t, tb.callbackURL(oaCreate), oa),
+		post(t, tb.callbackURL("Group.CallbackBeforeCreateGroup"), group),
+		post(t, tb.callbackURL("Group.CallbackAfterNewMemberJoin"), after),
+		post(t, tb.base+"/?SdkAppid=42&CallbackCommand="+oaCreate, oa),
+	}
+	decidedID := <-seen
+
+	var got []protocol.AuditRecord
+	waitFor(t, 3*time.Second, func() error {
+		got = got[:0]
+		for _, m := range records.all() {
+			var r protocol.AuditRecord
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				t.Fatalf("record on %s is not JSON: %v\n%s", m.Subject, err, m.Data)
+			}
+			got = append(got, r)
+		}
+		if len(got) != len(answers) {
+			return fmt.Errorf("%d records, want %d", len(got), len(answers))
+		}
+		return nil
+	})
+	want := []struct {
+		subject, command, kind, outcome, decider string
+		code                                     int
+		body                                     []byte
+	}{
+		{decideOA, oaCreate, "before", "decided", "names/1.2.0/x7", 120005, oa},
+		{"", "Group.CallbackBeforeCreateGroup", "before", "no_deciders", "", 0, group},
+		{"", "Group.CallbackAfterNewMemberJoin", "after", "published", "", 0, after},
+		{"", oaCreate, "", "rejected", "", 1, nil},
+	}
+	ids := map[string]bool{}
+	for i, w := range want {
+		r := got[i]
+		if r.Version != protocol.AuditVersion || r.Command != w.command || r.Kind != w.kind || r.Outcome != w.outcome ||
+			r.Code != w.code || r.Decider != w.decider {
+			t.Errorf("record %d = %+v\nwant %+v", i, r, w)
+		}
+		if string(r.Answer) != answers[i].body || r.HTTPStatus != answers[i].status {
+			t.Errorf("record %d: answer %d %s, Tencent got %d %s", i, r.HTTPStatus, r.Answer, answers[i].status, answers[i].body)
+		}
+		if !bytes.Equal(r.Body, bytes.TrimSpace(w.body)) {
+			t.Errorf("record %d: body %s, want %s", i, r.Body, w.body)
+		}
+		if r.ReceivedAt.Before(before.Add(-time.Second)) || r.ReceivedAt.After(time.Now()) || r.LatencyMS <= 0 {
+			t.Errorf("record %d: received %v, latency %v", i, r.ReceivedAt, r.LatencyMS)
+		}
+		if r.RequestID == "" || ids[r.RequestID] {
+			t.Errorf("record %d: request id %q missing or repeated", i, r.RequestID)
+		}
+		ids[r.RequestID] = true
+	}
+	if got[0].RequestID != decidedID {
+		t.Errorf("record request id %s, decider saw %s", got[0].RequestID, decidedID)
+	}
+	if got[0].SdkAppID != testApp || got[0].ClientIP != "10.0.0.7" || got[0].OptPlatform != "RESTAPI" {
+		t.Errorf("record 0 query values: %+v", got[0])
+	}
+	if r := got[3]; r.SdkAppID != "42" || r.Reason == "" || !strings.Contains(r.Query, "SdkAppid=42") || r.Remote == "" {
+		t.Errorf("refusal record: %+v", r)
+	}
+	if got[1].Reason == "" {
+		t.Error("a default verdict without a reason")
+	}
+}
+
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"", "plain", `quo"te`, `back\slash`, "new\nline\t\x00\x1f", "中文 🌏", "bad\xffutf8", "\u2028"} {
+		out := appendJSONString(nil, []byte(s))
+		var back string
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("%q → %s: %v", s, out, err)
+		}
+		if want := strings.ToValidUTF8(s, "\uFFFD"); back != want {
+			t.Errorf("%q → %s → %q", s, out, back)
+		}
+	}
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	f.Add([]byte("a\"\\\x00\xff中"))
+	f.Fuzz(func(t *testing.T, s []byte) {
+		out := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("%q → %s: %v", s, out, err)
+		}
+		if !utf8.ValidString(back) {
+			t.Fatalf("invalid UTF-8 out of %q", s)
+		}
+	})
+}
