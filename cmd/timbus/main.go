@@ -4,6 +4,7 @@
 //
 //	timbus serve [flags]      run the bridge
 //	timbus commands [flags]   list the callback commands and their subjects
+//	timbus conform [flags]    check deciders against the protocol before deploying them
 //	timbus version            print the version
 //	timbus help [command]     show help
 //
@@ -50,6 +51,7 @@ func subcommands() []subcommand {
 	return []subcommand{
 		{"serve", "run the bridge between Tencent Cloud Chat and NATS", runServe},
 		{"commands", "list the callback commands, their rules and NATS subjects", runCommands},
+		{"conform", "check your deciders' replies against the protocol, before deploying them", runConform},
 		{"version", "print the version", runVersion},
 		{"help", "show help for timbus or one of its commands", runHelp},
 	}
