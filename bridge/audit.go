@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -8,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
@@ -21,7 +23,10 @@ const auditQueueLen = 16384
 // what outlives the request into a pooled entry and queues it; encoding and
 // publishing happen on the auditor's own goroutine.
 type auditor struct {
-	nc      *nats.Conn
+	nc *nats.Conn
+	// js, when set, publishes to the audit stream with acknowledgements.
+	js      jetstream.JetStream
+	acks    chan jetstream.PubAckFuture
 	log     zerolog.Logger
 	prefix  string
 	entries chan *auditEntry
@@ -75,10 +80,46 @@ func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
 		entries: make(chan *auditEntry, auditQueueLen),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
+		acks:    make(chan jetstream.PubAckFuture, auditQueueLen),
 	}
 	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
 	go a.run()
 	return a
+}
+
+// auditRetries is how often a record JetStream refused is sent again; the
+// record's Nats-Msg-Id (its request id) keeps a retry from being stored twice.
+const auditRetries = 3
+
+// publishStream sends one record to the audit stream; its acknowledgement is
+// awaited by watchAcks.
+func (a *auditor) publishStream(subject, id string, data []byte) {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: {id}}}
+	a.sendStream(msg, 0)
+}
+
+func (a *auditor) sendStream(msg *nats.Msg, attempt int) {
+	fut, err := a.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(auditRetries))
+	if err != nil {
+		a.failed.Add(1)
+		a.log.Warn().Err(err).Str("subject", msg.Subject).Msg("audit record not sent to the stream")
+		return
+	}
+	a.acks <- fut
+}
+
+// watchAcks counts acknowledgements of stream publishes in order.
+func (a *auditor) watchAcks(done chan<- struct{}) {
+	defer close(done)
+	for fut := range a.acks {
+		select {
+		case <-fut.Ok():
+			a.published.Add(1)
+		case err := <-fut.Err():
+			a.failed.Add(1)
+			a.log.Warn().Err(err).Str("subject", fut.Msg().Subject).Msg("audit record not stored")
+		}
+	}
 }
 
 // entry returns an empty entry to fill.
@@ -109,11 +150,19 @@ func (a *auditor) release(e *auditEntry) {
 }
 
 func (a *auditor) run() {
-	defer close(a.done)
+	acksDone := make(chan struct{})
+	go a.watchAcks(acksDone)
+	defer func() {
+		close(a.acks)
+		<-acksDone
+		close(a.done)
+	}()
 	var out []byte
 	publish := func(e *auditEntry) {
-		out = e.encode(out[:0])
-		if err := a.nc.Publish(e.subject, out); err != nil {
+		if a.js != nil {
+			// The stream keeps the message until acknowledged: no buffer reuse.
+			a.publishStream(e.subject, string(e.get(e.id)), e.encode(nil))
+		} else if out = e.encode(out[:0]); a.nc.Publish(e.subject, out) != nil {
 			a.failed.Add(1)
 		} else {
 			a.published.Add(1)
@@ -137,12 +186,16 @@ func (a *auditor) run() {
 	}
 }
 
-// stop publishes what is queued and returns. Entries submitted later are
-// dropped by the full-queue path only if the queue fills; stop is called
-// after the HTTP server has stopped, so none are.
-func (a *auditor) stop() {
+// stop publishes what is queued, waits for the stream's acknowledgements
+// (bounded by ctx) and returns. It is called after the HTTP server stopped,
+// so nothing is submitted after it.
+func (a *auditor) stop(ctx context.Context) {
 	close(a.quit)
-	<-a.done
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		a.log.Warn().Msg("audit records still unacknowledged at shutdown")
+	}
 }
 
 // encode renders e as a protocol.AuditRecord in JSON.

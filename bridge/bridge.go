@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 )
@@ -34,6 +35,7 @@ type Bridge struct {
 	nc         *nats.Conn
 	natsClosed chan struct{}
 	audit      *auditor
+	events     jetstream.JetStream // nil unless an events stream is configured
 	srv        *fasthttp.Server
 	ln         net.Listener
 	serveDone  chan struct{}
@@ -119,10 +121,16 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 
 	b.audit = newAuditor(nc, b.cfg.SubjectPrefix, b.log)
+	if err := b.streams(ctx); err != nil {
+		b.audit.stop(ctx)
+		nc.Close()
+		b.stopEmbeddedNATS()
+		return err
+	}
 
 	ln, err := net.Listen("tcp", b.cfg.Listen)
 	if err != nil {
-		b.audit.stop()
+		b.audit.stop(ctx)
 		nc.Close()
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
@@ -190,7 +198,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		}
 	}
 	if b.audit != nil {
-		b.audit.stop()
+		b.audit.stop(ctx)
 	}
 	if b.nc != nil {
 		if err := b.nc.Drain(); err != nil {
@@ -235,6 +243,8 @@ func (b *Bridge) startEmbeddedNATS() (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		MaxPayload: int32(b.cfg.MaxBodySize + payloadHeadroom),
+		JetStream:  b.cfg.NATSStoreDir != "",
+		StoreDir:   b.cfg.NATSStoreDir,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -31,6 +31,16 @@ type Config struct {
 	// NATSListen is the embedded server's client address, so that deciders in
 	// other processes can connect. Port 0 or -1 picks a free port.
 	NATSListen string
+	// NATSStoreDir turns on JetStream in the embedded server, storing streams
+	// in this directory.
+	NATSStoreDir string
+
+	// AuditStream, when named, makes the bridge create (or check) a JetStream
+	// stream holding every audit record, and publish records with acks.
+	AuditStream StreamConfig
+	// EventsStream, when named, stores after callbacks in JetStream: Tencent
+	// gets its OK only once the stream has acknowledged the event.
+	EventsStream StreamConfig
 
 	// Apps are the SdkAppids whose callbacks are accepted. At least one.
 	Apps []App
@@ -82,6 +92,15 @@ type App struct {
 	Token string `yaml:"token"`
 	// Default overrides Config.Default for this app.
 	Default *Verdict `yaml:"default"`
+}
+
+// StreamConfig describes a JetStream stream the bridge writes to.
+type StreamConfig struct {
+	Name            string        `yaml:"name"`
+	MaxAge          time.Duration `yaml:"max_age"`          // 0: keep forever
+	MaxBytes        int64         `yaml:"max_bytes"`        // 0: unlimited
+	Replicas        int           `yaml:"replicas"`         // 0 or 1: one copy
+	DuplicateWindow time.Duration `yaml:"duplicate_window"` // 0: the server's default (2m)
 }
 
 // CommandConfig overrides the bridge-wide settings for one command.
@@ -234,6 +253,29 @@ func (c *Config) Validate() error {
 		if _, err := parsePrefixes(list.values); err != nil {
 			return bad(list.field, list.values, fmt.Errorf("%w: %v", ErrInvalidValue, err))
 		}
+	}
+	for _, st := range []struct {
+		field string
+		cfg   StreamConfig
+	}{{"audit-stream", c.AuditStream}, {"events-stream", c.EventsStream}} {
+		if st.cfg.Name == "" {
+			continue
+		}
+		if strings.ContainsAny(st.cfg.Name, " \t\r\n.*>/\\") {
+			return bad(st.field, st.cfg.Name, fmt.Errorf("%w: a stream name has no spaces, dots, wildcards or slashes", ErrInvalidValue))
+		}
+		if st.cfg.Replicas < 0 || st.cfg.Replicas > 5 || st.cfg.MaxAge < 0 || st.cfg.MaxBytes < 0 || st.cfg.DuplicateWindow < 0 {
+			return bad(st.field, st.cfg.Name, fmt.Errorf("%w: replicas 0-5, max_age, max_bytes and duplicate_window not negative", ErrInvalidValue))
+		}
+		if c.NATSURL == "" && c.NATSStoreDir == "" {
+			return bad(st.field, st.cfg.Name, fmt.Errorf("%w: the embedded NATS server needs nats-store (a directory) to keep streams", ErrMissing))
+		}
+		if c.NATSURL == "" && st.cfg.Replicas > 1 {
+			return bad(st.field, st.cfg.Name, fmt.Errorf("%w: the embedded NATS server holds one replica; use a cluster via nats-url", ErrInvalidValue))
+		}
+	}
+	if c.AuditStream.Name != "" && c.AuditStream.Name == c.EventsStream.Name {
+		return bad("events-stream", c.EventsStream.Name, fmt.Errorf("%w: must differ from audit-stream", ErrInvalidValue))
 	}
 	if len(c.TrustedProxies) > 0 && c.ProxyHeader == "" {
 		return bad("proxy-header", c.ProxyHeader, fmt.Errorf("%w: needed with trusted-proxy", ErrMissing))

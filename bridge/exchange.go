@@ -2,12 +2,15 @@ package bridge
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"strconv"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
@@ -21,6 +24,7 @@ const (
 	slotClientIP
 	slotOptPlatform
 	slotDeadline
+	slotMsgID
 	numSlots
 )
 
@@ -32,6 +36,7 @@ var slotNames = [numSlots]string{
 	slotClientIP:    protocol.HeaderClientIP,
 	slotOptPlatform: protocol.HeaderOptPlatform,
 	slotDeadline:    protocol.HeaderDeadline,
+	slotMsgID:       jetstream.MsgIDHeader,
 }
 
 // exchange is the reusable state of one callback on its way to NATS. Its
@@ -44,6 +49,9 @@ type exchange struct {
 	values   [numSlots][]string
 	id       []byte
 	deadline []byte
+	hash     hash.Hash
+	sum      []byte
+	eventID  [sha256.Size * 2]byte
 }
 
 func newExchange() *exchange {
@@ -51,6 +59,8 @@ func newExchange() *exchange {
 		msg:      nats.Msg{Header: make(nats.Header, numSlots)},
 		id:       make([]byte, 0, 40),
 		deadline: make([]byte, 0, 20),
+		hash:     sha256.New(),
+		sum:      make([]byte, 0, sha256.Size),
 	}
 	for i := range x.values {
 		x.values[i] = make([]string, 1)
@@ -69,6 +79,20 @@ func (x *exchange) set(slot int, v string) {
 	x.msg.Header[slotNames[slot]] = x.values[slot]
 }
 
+// setEventID sets Nats-Msg-Id to a digest of the callback, so that a
+// delivery Tencent repeats is stored once by the events stream.
+func (x *exchange) setEventID(app, command string, body []byte) {
+	x.hash.Reset()
+	x.hash.Write([]byte(app))
+	x.hash.Write([]byte{'.'})
+	x.hash.Write([]byte(command))
+	x.hash.Write([]byte{'\n'})
+	x.hash.Write(body)
+	x.sum = x.hash.Sum(x.sum[:0])
+	hex.Encode(x.eventID[:], x.sum)
+	x.set(slotMsgID, bytesString(x.eventID[:]))
+}
+
 // release drops references to the callback so a pooled exchange holds no
 // request memory.
 func (x *exchange) release() {
@@ -76,6 +100,7 @@ func (x *exchange) release() {
 	for _, slot := range [...]int{slotClientIP, slotOptPlatform, slotRequestID, slotDeadline} {
 		x.values[slot][0] = ""
 	}
+	x.set(slotMsgID, "")
 }
 
 // bytesString views b as a string without copying. The caller must not let

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
@@ -134,7 +136,7 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	if rt.decide {
 		res = b.decide(x, rt, start)
 	} else {
-		res = b.publish(x, rt)
+		res = b.publish(x, rt, start)
 	}
 	ctx.SetStatusCode(res.status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
@@ -210,16 +212,38 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time) result {
 		decider: reply.Header.Get(protocol.HeaderDecider)}
 }
 
-// publish sends an after callback as an event. If NATS refuses it, Tencent
-// gets a non-200 answer, which lets a retrying Tencent deliver it again.
-func (b *Bridge) publish(x *exchange, rt *route) result {
+// publish sends an after callback as an event. With an events stream, the
+// stream must acknowledge it before Tencent's deadline. If NATS refuses it,
+// Tencent gets a non-200 answer, which lets a retrying Tencent deliver it
+// again.
+func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 	x.set(slotDeadline, "")
-	if err := b.nc.PublishMsg(&x.msg); err != nil {
+	var (
+		err  error
+		note error
+	)
+	if b.events != nil {
+		x.setEventID(rt.app, rt.command.Name, x.msg.Data)
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(rt.timeout))
+		var ack *jetstream.PubAck
+		ack, err = b.events.PublishMsg(ctx, &x.msg)
+		cancel()
+		if err == nil && ack.Duplicate {
+			note = errDuplicateEvent
+		}
+	} else {
+		err = b.nc.PublishMsg(&x.msg)
+	}
+	if err != nil {
 		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
 		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: OutcomeNATSError, err: err}
 	}
-	return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: OutcomePublished, code: rt.code}
+	return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: OutcomePublished, code: rt.code, err: note}
 }
+
+// errDuplicateEvent notes an event the stream already held: a delivery
+// Tencent repeated.
+var errDuplicateEvent = errors.New("duplicate delivery: the events stream already holds it")
 
 func (b *Bridge) logCallback(id []byte, rt *route, res result, start time.Time) {
 	level := zerolog.InfoLevel

@@ -1,0 +1,119 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
+
+// ensureStream creates the stream if it does not exist, or checks that the
+// existing one captures subject. It never changes an existing stream: its
+// retention belongs to whoever created it.
+func (b *Bridge) ensureStream(ctx context.Context, js jetstream.JetStream, sc StreamConfig, subject string) error {
+	s, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       sc.Name,
+			Subjects:   []string{subject},
+			Storage:    jetstream.FileStorage,
+			MaxAge:     sc.MaxAge,
+			MaxBytes:   nonZero(sc.MaxBytes, -1),
+			Replicas:   max(sc.Replicas, 1),
+			Duplicates: sc.DuplicateWindow,
+		})
+		if err != nil {
+			return fmt.Errorf("%w: create stream %s on %s: %v", ErrNATS, sc.Name, subject, err)
+		}
+		b.log.Info().Str("stream", sc.Name).Str("subjects", subject).Msg("JetStream stream created")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: look up stream %s: %v", ErrNATS, sc.Name, err)
+	}
+	for _, have := range s.CachedInfo().Config.Subjects {
+		if subjectCovers(have, subject) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: stream %s exists but does not capture %s (it has %v)",
+		ErrInvalidValue, sc.Name, subject, s.CachedInfo().Config.Subjects)
+}
+
+// streams sets up JetStream for the configured streams. With NATS not yet
+// reachable it keeps trying in the background; a stream that conflicts with
+// the configuration stops the bridge from starting.
+func (b *Bridge) streams(ctx context.Context) error {
+	if b.cfg.AuditStream.Name == "" && b.cfg.EventsStream.Name == "" {
+		return nil
+	}
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(auditQueueLen))
+	if err != nil {
+		return fmt.Errorf("%w: JetStream: %v", ErrNATS, err)
+	}
+	prefix := b.cfg.SubjectPrefix
+	setup := func(ctx context.Context) error {
+		if sc := b.cfg.AuditStream; sc.Name != "" {
+			if err := b.ensureStream(ctx, js, sc, prefix+"."+protocol.KindAudit+".>"); err != nil {
+				return err
+			}
+		}
+		if sc := b.cfg.EventsStream; sc.Name != "" {
+			if err := b.ensureStream(ctx, js, sc, prefix+"."+protocol.KindEvent+".>"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if b.cfg.AuditStream.Name != "" {
+		b.audit.js = js
+	}
+	if b.cfg.EventsStream.Name != "" {
+		b.events = js
+	}
+	if b.nc.IsConnected() {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return setup(ctx)
+	}
+	go func() {
+		for !b.stopping.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := setup(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			b.log.Warn().Err(err).Msg("JetStream streams not ready; retrying")
+			time.Sleep(time.Second)
+		}
+	}()
+	return nil
+}
+
+// subjectCovers reports whether the subject pattern (with * and >) matches
+// every subject the bridge publishes under want, itself ending in ">".
+func subjectCovers(pattern, want string) bool {
+	p, w := strings.Split(pattern, "."), strings.Split(want, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return true
+		}
+		if i >= len(w) || w[i] == ">" || tok != "*" && tok != w[i] {
+			return false
+		}
+	}
+	return len(p) == len(w)
+}
+
+func nonZero(v, otherwise int64) int64 {
+	if v == 0 {
+		return otherwise
+	}
+	return v
+}
