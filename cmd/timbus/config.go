@@ -96,6 +96,12 @@ var serveOptions = []option{
 		func(c *serveConfig) *[]string { return &c.bridge.TrustedProxies }),
 	stringOption("proxy-header", "HEADER", "header in which a trusted proxy reports the client address",
 		func(c *serveConfig) *string { return &c.bridge.ProxyHeader }),
+	stringOption("nats-store", "DIR", "directory where the embedded NATS server keeps JetStream streams (turns JetStream on)",
+		func(c *serveConfig) *string { return &c.bridge.NATSStoreDir }),
+	stringOption("audit-stream", "NAME", "JetStream stream to create (or check) for the audit records; retention in the file's streams.audit section",
+		func(c *serveConfig) *string { return &c.bridge.AuditStream.Name }),
+	stringOption("events-stream", "NAME", "JetStream stream that must acknowledge each after callback before Tencent gets its OK; retention in streams.events",
+		func(c *serveConfig) *string { return &c.bridge.EventsStream.Name }),
 	choiceOption("log-level", "LEVEL", []string{"debug", "info", "warn", "error"},
 		func(c *serveConfig) *string { return &c.logLevel }),
 	choiceOption("log-format", "FORMAT", []string{"json", "console"},
@@ -234,6 +240,10 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool)) (*ser
 	if file != nil {
 		cfg.bridge.Apps = file.Apps
 		cfg.bridge.Commands = file.Commands
+		// The stream names come from their flags (or keys); the file's
+		// streams section adds retention.
+		cfg.bridge.AuditStream = withName(file.Streams.Audit, cfg.bridge.AuditStream.Name)
+		cfg.bridge.EventsStream = withName(file.Streams.Events, cfg.bridge.EventsStream.Name)
 	}
 	cfg.bridge.Apps = mergeApps(cfg.bridge.Apps, cfg.appIDs)
 	if len(cfg.bridge.Apps) == 0 {
@@ -301,13 +311,24 @@ func mergeApps(apps []bridge.App, ids []string) []bridge.App {
 	return out
 }
 
+func withName(s bridge.StreamConfig, name string) bridge.StreamConfig {
+	if name != "" {
+		s.Name = name
+	}
+	return s
+}
+
 // fileConfig is the YAML config file. Keys named after flags land in
 // Settings and go through the same parsing as flags; the structured sections
 // have no flag form.
 type fileConfig struct {
 	Apps     []bridge.App                    `yaml:"apps"`
 	Commands map[string]bridge.CommandConfig `yaml:"commands"`
-	Settings map[string]yaml.Node            `yaml:",inline"`
+	Streams  struct {
+		Audit  bridge.StreamConfig `yaml:"audit"`
+		Events bridge.StreamConfig `yaml:"events"`
+	} `yaml:"streams"`
+	Settings map[string]yaml.Node `yaml:",inline"`
 }
 
 func readConfigFile(path string) (*fileConfig, error) {
@@ -370,7 +391,7 @@ func unknownKey(key string) string {
 	norm := func(s string) string {
 		return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
 	}
-	candidates := []string{"apps", "commands"}
+	candidates := []string{"apps", "commands", "streams"}
 	for _, opt := range serveOptions {
 		candidates = append(candidates, opt.name)
 	}
