@@ -57,6 +57,17 @@ type auditEntry struct {
 	latency  time.Duration
 	query    string // refusals only
 	remote   string // refusals only
+	late     bool   // a late reply's record, stored beside the callback's
+
+	// waits counts the parties still to fill the entry: the callback's
+	// handler, and its shadow request if there is one.
+	waits atomic.Int32
+	// shadow results, written by the shadow's reply handler.
+	shadowed      bool
+	shadowOutcome Outcome
+	shadowCode    int
+	shadowAnswer  []byte
+	shadowReason  string
 
 	buf                          []byte
 	id, clientIP, platform, body span
@@ -125,9 +136,25 @@ func (a *auditor) watchAcks(done chan<- struct{}) {
 // entry returns an empty entry to fill.
 func (a *auditor) entry() *auditEntry {
 	e := a.pool.Get().(*auditEntry)
-	buf := e.buf[:0]
-	*e = auditEntry{buf: buf}
+	e.reset()
+	e.waits.Store(1)
 	return e
+}
+
+func (e *auditEntry) reset() {
+	buf := e.buf[:0]
+	e.subject, e.received, e.app, e.command, e.kind = "", time.Time{}, "", "", ""
+	e.outcome, e.reason, e.status, e.code, e.answer, e.decider = "", "", 0, 0, nil, ""
+	e.latency, e.query, e.remote, e.late = 0, "", "", false
+	e.shadowed, e.shadowOutcome, e.shadowCode, e.shadowAnswer, e.shadowReason = false, "", 0, nil, ""
+	e.buf, e.id, e.clientIP, e.platform, e.body = buf, span{}, span{}, span{}, span{}
+}
+
+// filled is called by each party that fills e; the last one queues it.
+func (a *auditor) filled(e *auditEntry) {
+	if e.waits.Add(-1) == 0 {
+		a.submit(e)
+	}
 }
 
 // submit queues e without ever blocking.
@@ -161,7 +188,11 @@ func (a *auditor) run() {
 	publish := func(e *auditEntry) {
 		if a.js != nil {
 			// The stream keeps the message until acknowledged: no buffer reuse.
-			a.publishStream(e.subject, string(e.get(e.id)), e.encode(nil))
+			id := string(e.get(e.id))
+			if e.late {
+				id += "-late"
+			}
+			a.publishStream(e.subject, id, e.encode(nil))
 		} else if out = e.encode(out[:0]); a.nc.Publish(e.subject, out) != nil {
 			a.failed.Add(1)
 		} else {
@@ -230,6 +261,18 @@ func (e *auditEntry) encode(b []byte) []byte {
 	}
 	b = appendStringField(b, "query", e.query)
 	b = appendStringField(b, "remote", e.remote)
+	if e.shadowed {
+		b = appendStringField(b, "shadow_outcome", string(e.shadowOutcome))
+		b = append(b, `,"shadow_code":`...)
+		b = strconv.AppendInt(b, int64(e.shadowCode), 10)
+		if len(e.shadowAnswer) > 0 {
+			b = append(b, `,"shadow_verdict":`...)
+			b = append(b, e.shadowAnswer...)
+		}
+		b = appendStringField(b, "shadow_reason", e.shadowReason)
+		b = append(b, `,"agrees":`...)
+		b = strconv.AppendBool(b, e.shadowCode == e.code)
+	}
 	return append(b, '}')
 }
 

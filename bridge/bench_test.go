@@ -26,20 +26,8 @@ func BenchmarkBridge_HotPath(b *testing.B) {
 	defer sub.Unsubscribe()
 	_ = tb.nc.Flush()
 
+	handle := hotPath(b, tb)
 	body := sample(b, oaCreate)
-	var req fasthttp.Request
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI("/?SdkAppid=" + testApp + "&CallbackCommand=" + oaCreate + "&contenttype=json&ClientIP=10.0.0.7&OptPlatform=RESTAPI")
-	req.SetBody(body)
-	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5555}
-	var ctx fasthttp.RequestCtx
-	handle := func() {
-		ctx.Init(&req, remote, nil)
-		tb.handle(&ctx)
-		if string(ctx.Response.Body()) != oaCreateDeny {
-			b.Fatalf("answer %s", ctx.Response.Body())
-		}
-	}
 	client := natsConnect(b, tb.NATSURL())
 	msg := nats.NewMsg(decideOA)
 	for _, k := range slotNames {
@@ -72,6 +60,66 @@ func BenchmarkBridge_HotPath(b *testing.B) {
 	perOp := time.Since(start) / time.Duration(n)
 	b.ReportMetric(float64(perOp)/float64(basePerOp), "x_nats")
 	b.ReportMetric(bridgeAllocs-baseAllocs, "allocs_over_nats")
+}
+
+// BenchmarkBridge_AuditSubscriber measures the hot path with an audit
+// subscriber that cannot keep up (it sleeps on every record) against the
+// same path with nobody listening to audit subjects, interleaved in one run.
+// "x_without" is the ratio of the two; audit publishing is off the request
+// path, so it should stay near 1.
+func BenchmarkBridge_AuditSubscriber(b *testing.B) {
+	tb := startBridge(b, func(c *Config) { c.Logger = zerolog.New(io.Discard) })
+	sub, err := tb.nc.QueueSubscribe(decideOA, "deciders", func(m *nats.Msg) { _ = m.Respond([]byte(oaCreateDeny)) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	handle := hotPath(b, tb)
+	round := func(n int) time.Duration {
+		start := time.Now()
+		for range n {
+			handle()
+		}
+		return time.Since(start)
+	}
+	const rounds, perRound = 6, 500
+	var without, with time.Duration
+	auditor := natsConnect(b, tb.NATSURL())
+	for r := 0; r < rounds; r++ {
+		without += round(perRound)
+		slow, err := auditor.Subscribe("timbus.audit.>", func(*nats.Msg) { time.Sleep(time.Millisecond) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = auditor.Flush()
+		with += round(perRound)
+		_ = slow.Unsubscribe()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		handle()
+	}
+	b.ReportMetric(float64(with)/float64(without), "x_without")
+}
+
+// hotPath returns a function that runs one before callback through the
+// bridge's handler and checks the answer.
+func hotPath(b *testing.B, tb *testBridge) func() {
+	body := sample(b, oaCreate)
+	var req fasthttp.Request
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI("/?SdkAppid=" + testApp + "&CallbackCommand=" + oaCreate + "&contenttype=json&ClientIP=10.0.0.7&OptPlatform=RESTAPI")
+	req.SetBody(body)
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5555}
+	var ctx fasthttp.RequestCtx
+	return func() {
+		ctx.Init(&req, remote, nil)
+		tb.handle(&ctx)
+		if string(ctx.Response.Body()) != oaCreateDeny {
+			b.Fatalf("answer %s", ctx.Response.Body())
+		}
+	}
 }
 
 func natsConnect(tb testing.TB, url string) *nats.Conn {

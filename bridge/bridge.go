@@ -35,6 +35,7 @@ type Bridge struct {
 	nc         *nats.Conn
 	natsClosed chan struct{}
 	audit      *auditor
+	mux        *replyMux
 	events     jetstream.JetStream // nil unless an events stream is configured
 	srv        *fasthttp.Server
 	ln         net.Listener
@@ -121,6 +122,17 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 
 	b.audit = newAuditor(nc, b.cfg.SubjectPrefix, b.log)
+	b.mux, err = newReplyMux(nc)
+	if err != nil {
+		b.audit.stop(ctx)
+		nc.Close()
+		b.stopEmbeddedNATS()
+		return fmt.Errorf("%w: reply subscription: %v", ErrNATS, err)
+	}
+	b.mux.late = b.lateReply
+	b.mux.shadow = func(c *call, reply *nats.Msg, outcome Outcome) {
+		b.shadowAnswered(c.shadowRoute, c.shadowOf, reply, outcome, nil)
+	}
 	if err := b.streams(ctx); err != nil {
 		b.audit.stop(ctx)
 		nc.Close()
@@ -196,6 +208,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 		}
+	}
+	if b.mux != nil {
+		b.mux.stop()
 	}
 	if b.audit != nil {
 		b.audit.stop(ctx)

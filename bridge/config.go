@@ -54,6 +54,10 @@ type Config struct {
 
 	// SubjectPrefix is the first token (or tokens) of every NATS subject.
 	SubjectPrefix string
+	// ShadowPrefix, when set, also sends every decide request to
+	// <ShadowPrefix>.decide.<SdkAppid>.<CallbackCommand>. The shadow's verdict
+	// is never used, only recorded beside the real one in the audit record.
+	ShadowPrefix string
 
 	// Token turns on Tencent's callback authentication for every app without
 	// a token of its own: requests must carry Sign and RequestTime.
@@ -113,6 +117,8 @@ type CommandConfig struct {
 	// FireAndForget publishes a before command as an event and answers the
 	// default verdict at once, without asking a decider.
 	FireAndForget bool `yaml:"fire_and_forget"`
+	// ShadowPrefix overrides Config.ShadowPrefix for this command.
+	ShadowPrefix string `yaml:"shadow_prefix"`
 }
 
 // DefaultConfig returns the settings timbus uses unless told otherwise.
@@ -286,8 +292,14 @@ func (c *Config) Validate() error {
 	if !protocol.ValidPrefix(c.SubjectPrefix) {
 		return bad("subject-prefix", c.SubjectPrefix, fmt.Errorf("%w: want dot-separated tokens without spaces or wildcards", ErrInvalidValue))
 	}
+	if c.ShadowPrefix != "" && (!protocol.ValidPrefix(c.ShadowPrefix) || c.ShadowPrefix == c.SubjectPrefix) {
+		return bad("shadow-prefix", c.ShadowPrefix, fmt.Errorf("%w: want valid tokens, different from subject-prefix", ErrInvalidValue))
+	}
 	for name, cc := range c.Commands {
 		field := "commands." + name
+		if cc.ShadowPrefix != "" && (!protocol.ValidPrefix(cc.ShadowPrefix) || cc.ShadowPrefix == c.SubjectPrefix) {
+			return bad(field+".shadow_prefix", cc.ShadowPrefix, fmt.Errorf("%w: want valid tokens, different from subject-prefix", ErrInvalidValue))
+		}
 		if !catalog.ValidName(name) {
 			return bad(field, name, fmt.Errorf("%w: a command is <Family>.<Command>", ErrInvalidValue))
 		}

@@ -7,6 +7,7 @@ import (
 	"hash"
 	"strconv"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,8 @@ type exchange struct {
 	hash     hash.Hash
 	sum      []byte
 	eventID  [sha256.Size * 2]byte
+	reply    []byte      // reply subject of the decide request
+	timer    *time.Timer // stopped between callbacks
 }
 
 func newExchange() *exchange {
@@ -61,7 +64,10 @@ func newExchange() *exchange {
 		deadline: make([]byte, 0, 20),
 		hash:     sha256.New(),
 		sum:      make([]byte, 0, sha256.Size),
+		reply:    make([]byte, 0, 64),
+		timer:    time.NewTimer(time.Hour),
 	}
+	x.timer.Stop()
 	for i := range x.values {
 		x.values[i] = make([]string, 1)
 	}

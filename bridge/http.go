@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/bridge/internal/jsonscan"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
@@ -31,6 +32,7 @@ const (
 	OutcomeNATSError    Outcome = "nats_error"    // NATS unreachable: default sent
 	OutcomePublished    Outcome = "published"     // an after callback was published as an event
 	OutcomeRejected     Outcome = "rejected"      // the request was refused and nothing was published
+	OutcomeLate         Outcome = "late"          // a reply came after the default was sent (audit only)
 )
 
 // okAnswer is Tencent's plain acknowledgement.
@@ -132,9 +134,18 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	x.msg.Subject = rt.subject
 	x.msg.Data = body
 
+	e := b.audit.entry()
+	e.subject = rt.audit
+	e.received = start
+	e.app, e.command, e.kind = rt.app, rt.command.Name, rt.command.Kind.String()
+	e.id = e.keep(x.id)
+	e.clientIP = e.keep(args.Peek("ClientIP"))
+	e.platform = e.keep(args.Peek("OptPlatform"))
+	e.body = e.keep(body)
+
 	var res result
 	if rt.decide {
-		res = b.decide(x, rt, start)
+		res = b.decide(x, rt, start, e)
 	} else {
 		res = b.publish(x, rt, start)
 	}
@@ -142,27 +153,15 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(res.answer)
 	b.logCallback(x.id, rt, res, start)
-	b.auditCallback(x.id, rt, res, start, args, body)
-	x.release()
-	b.exchanges.Put(x)
-}
 
-// auditCallback queues the callback's audit record.
-func (b *Bridge) auditCallback(id []byte, rt *route, res result, start time.Time, args *fasthttp.Args, body []byte) {
-	e := b.audit.entry()
-	e.subject = rt.audit
-	e.received = start
-	e.app, e.command, e.kind = rt.app, rt.command.Name, rt.command.Kind.String()
-	e.id = e.keep(id)
-	e.clientIP = e.keep(args.Peek("ClientIP"))
-	e.platform = e.keep(args.Peek("OptPlatform"))
-	e.body = e.keep(body)
 	e.outcome, e.status, e.code, e.answer, e.decider = res.outcome, res.status, res.code, res.answer, res.decider
 	if res.err != nil {
 		e.reason = res.err.Error()
 	}
 	e.latency = time.Since(start)
-	b.audit.submit(e)
+	b.audit.filled(e)
+	x.release()
+	b.exchanges.Put(x)
 }
 
 var contentTypeJSON = []byte("application/json")
@@ -178,38 +177,116 @@ type result struct {
 }
 
 // decide asks the deciders and returns their verdict, or the route's default.
-func (b *Bridge) decide(x *exchange, rt *route, start time.Time) result {
+// With a shadow configured, the shadow is asked too; its verdict goes only
+// into the audit entry e.
+func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) result {
 	deadline := start.Add(rt.timeout)
 	x.deadline = strconv.AppendInt(x.deadline[:0], deadline.UnixMilli(), 10)
 	x.set(slotDeadline, bytesString(x.deadline))
 	fallback := func(o Outcome, err error) result {
 		return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: o, code: rt.code, err: err}
 	}
-	wait := time.Until(deadline)
-	if wait <= 0 {
+	if !time.Now().Before(deadline) {
 		return fallback(OutcomeTimeout, errors.New("deadline passed before the request was sent"))
 	}
 	if !b.nc.IsConnected() {
 		return fallback(OutcomeNATSError, fmt.Errorf("%w: %s", ErrNATS, b.nc.Status()))
 	}
-	reply, err := b.nc.RequestMsg(&x.msg, wait)
+	if rt.shadow != "" {
+		b.askShadow(x, rt, deadline, e)
+	}
+	reply, buf, err := b.mux.request(&x.msg, deadline, x.timer, x.reply, func() lateInfo {
+		return lateInfo{route: rt, requestID: string(x.id), received: start}
+	})
+	x.reply = buf
 	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return fallback(OutcomeNoDeciders, err)
 	case errors.Is(err, nats.ErrTimeout):
 		return fallback(OutcomeTimeout, err)
 	case err != nil:
 		return fallback(OutcomeNATSError, err)
 	}
-	if desc := reply.Header.Get(protocol.HeaderServiceError); desc != "" || reply.Header.Get(protocol.HeaderServiceErrorCode) != "" {
-		return fallback(OutcomeDeciderError, fmt.Errorf("decider error %s: %s", reply.Header.Get(protocol.HeaderServiceErrorCode), desc))
-	}
-	code, err := rt.command.ValidateReply(reply.Data)
-	if err != nil {
-		return fallback(OutcomeInvalidReply, err)
+	outcome, code, err := JudgeReply(rt.command, reply)
+	if outcome != OutcomeDecided {
+		return fallback(outcome, err)
 	}
 	return result{status: fasthttp.StatusOK, answer: reply.Data, outcome: OutcomeDecided, code: code,
 		decider: reply.Header.Get(protocol.HeaderDecider)}
+}
+
+// JudgeReply reads a decider's reply to a command as the bridge does: a
+// valid verdict is OutcomeDecided with its ErrorCode; otherwise the outcome
+// says what was wrong (no deciders, decider error, invalid reply) and err why.
+func JudgeReply(cmd *catalog.Command, reply *nats.Msg) (Outcome, int, error) {
+	if len(reply.Data) == 0 && reply.Header.Get(statusHeader) == noRespondersStatus {
+		return OutcomeNoDeciders, 0, nats.ErrNoResponders
+	}
+	if desc := reply.Header.Get(protocol.HeaderServiceError); desc != "" || reply.Header.Get(protocol.HeaderServiceErrorCode) != "" {
+		return OutcomeDeciderError, 0, fmt.Errorf("decider error %s: %s", reply.Header.Get(protocol.HeaderServiceErrorCode), desc)
+	}
+	code, err := cmd.ValidateReply(reply.Data)
+	if err != nil {
+		return OutcomeInvalidReply, 0, err
+	}
+	return OutcomeDecided, code, nil
+}
+
+// The status NATS sends in place of a reply when nobody subscribes.
+const (
+	statusHeader       = "Status"
+	noRespondersStatus = "503"
+)
+
+// askShadow sends the request to the shadow decider too, without waiting.
+func (b *Bridge) askShadow(x *exchange, rt *route, deadline time.Time, e *auditEntry) {
+	e.shadowed = true
+	e.waits.Add(1)
+	subject := x.msg.Subject
+	x.msg.Subject = rt.shadow
+	err := b.mux.shadowRequest(&x.msg, rt, deadline, e)
+	x.msg.Subject, x.msg.Reply = subject, ""
+	if err != nil {
+		b.shadowAnswered(rt, e, nil, OutcomeNATSError, err)
+	}
+}
+
+// shadowAnswered records a shadow's verdict, or its failure, in e: the
+// answer the shadow would have had Tencent receive.
+func (b *Bridge) shadowAnswered(rt *route, e *auditEntry, reply *nats.Msg, outcome Outcome, err error) {
+	code := 0
+	if reply != nil {
+		outcome, code, err = JudgeReply(rt.command, reply)
+	}
+	if outcome == OutcomeDecided {
+		e.shadowAnswer = reply.Data
+	} else {
+		code = rt.code
+		e.shadowAnswer = rt.fallbackFor(e.get(e.body))
+	}
+	e.shadowOutcome, e.shadowCode = outcome, code
+	if err != nil {
+		e.shadowReason = err.Error()
+	}
+	b.audit.filled(e)
+}
+
+// lateReply records a reply that came after the default verdict was sent,
+// so that teams see what their decider would have said.
+func (b *Bridge) lateReply(c *call, reply *nats.Msg) {
+	info := c.late
+	rt := info.route
+	e := b.audit.entry()
+	e.subject, e.received, e.late = rt.audit, info.received, true
+	e.app, e.command, e.kind = rt.app, rt.command.Name, rt.command.Kind.String()
+	e.id = e.keep([]byte(info.requestID))
+	outcome, code, err := JudgeReply(rt.command, reply)
+	e.outcome, e.code, e.answer, e.status = OutcomeLate, code, reply.Data, fasthttp.StatusOK
+	e.decider = reply.Header.Get(protocol.HeaderDecider)
+	e.latency = time.Since(info.received)
+	e.reason = fmt.Sprintf("reply came %v after the deadline; Tencent got the default", time.Since(c.deadline).Round(time.Millisecond))
+	if outcome != OutcomeDecided {
+		e.reason += "; the reply was " + string(outcome) + ": " + err.Error()
+	}
+	b.audit.filled(e)
 }
 
 // publish sends an after callback as an event. With an events stream, the

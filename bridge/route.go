@@ -21,7 +21,9 @@ type route struct {
 	decide  bool
 	subject string
 	// audit is the subject of the callback's audit record.
-	audit    string
+	audit string
+	// shadow is the shadow decider's subject, or "".
+	shadow   string
 	timeout  time.Duration
 	fallback []byte // the default verdict as Tencent's reply JSON
 	code     int    // the default verdict's ErrorCode, for logs
@@ -95,6 +97,13 @@ func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
 	}
 	r.subject = protocol.Subject(a.config.SubjectPrefix, kind, app.ID, cmd.Name)
 	r.audit = protocol.Subject(a.config.SubjectPrefix, protocol.KindAudit, app.ID, cmd.Name)
+	shadow := a.config.ShadowPrefix
+	if p := a.config.Commands[cmd.Name].ShadowPrefix; p != "" {
+		shadow = p
+	}
+	if shadow != "" && r.decide {
+		r.shadow = protocol.Subject(shadow, protocol.KindDecide, app.ID, cmd.Name)
+	}
 	return r
 }
 

@@ -30,7 +30,8 @@ type AuditRecord struct {
 	ClientIP    string    `json:"client_ip,omitempty"`
 	OptPlatform string    `json:"opt_platform,omitempty"`
 	// Outcome is decided, timeout, no_deciders, invalid_reply, decider_error,
-	// nats_error, published or rejected.
+	// nats_error, published, rejected — or late, for a reply that came after
+	// the default was sent (a second record with the same request id).
 	Outcome string `json:"outcome"`
 	// Reason explains a default verdict or a refusal.
 	Reason     string `json:"reason,omitempty"`
@@ -48,4 +49,14 @@ type AuditRecord struct {
 	Query string `json:"query,omitempty"`
 	// Remote is the peer address, for refusals only.
 	Remote string `json:"remote,omitempty"`
+
+	// Shadow fields are set when a shadow decider was asked too (see
+	// --shadow-prefix). ShadowVerdict is the answer it would have sent:
+	// its reply if valid, else the default. Agrees says whether its
+	// ErrorCode equals Code.
+	ShadowOutcome string          `json:"shadow_outcome,omitempty"`
+	ShadowCode    *int            `json:"shadow_code,omitempty"`
+	ShadowVerdict json.RawMessage `json:"shadow_verdict,omitempty"`
+	ShadowReason  string          `json:"shadow_reason,omitempty"`
+	Agrees        *bool           `json:"agrees,omitempty"`
 }

@@ -1,0 +1,245 @@
+package bridge
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// replyMux sends decide requests and routes their replies. It replaces the
+// NATS client's own request path because timbus needs what that path drops:
+// a reply that comes after timbus gave up (recorded as "late"), and replies
+// to shadow requests nobody waits for. All replies arrive on one wildcard
+// subscription; pending calls sit in sharded maps so that concurrent
+// callbacks do not contend on one lock.
+type replyMux struct {
+	nc     *nats.Conn
+	inbox  string // "<inbox>." — a call's reply subject is inbox + its id
+	sub    *nats.Subscription
+	next   atomic.Uint64
+	shards [muxShards]muxShard
+	calls  sync.Pool
+
+	// late receives replies to calls the bridge stopped waiting for, and
+	// shadow replies and expiries; both run on the mux's goroutines.
+	late   func(c *call, reply *nats.Msg)
+	shadow func(c *call, reply *nats.Msg, outcome Outcome)
+
+	quit chan struct{}
+	done chan struct{}
+}
+
+const (
+	muxShards = 32
+	// lateGrace is how long after its deadline a call still waits for a
+	// reply to record as late.
+	lateGrace = 5 * time.Second
+	// sweepEvery bounds how long an expired shadow call or abandoned call
+	// lingers.
+	sweepEvery = 50 * time.Millisecond
+)
+
+type muxShard struct {
+	mu    sync.Mutex
+	calls map[uint64]*call
+}
+
+// call is one request in flight.
+type call struct {
+	id       uint64
+	deadline time.Time
+	reply    chan *nats.Msg // primary calls: the one reply, buffered
+
+	// Set when the primary stopped waiting, under the shard lock.
+	abandoned bool
+	late      lateInfo
+
+	// shadowOf is the audit entry a shadow call's result goes into.
+	shadowOf    *auditEntry
+	shadowRoute *route
+}
+
+// lateInfo is what a late reply's record needs, copied when the call is
+// abandoned since the request's own buffers are reused.
+type lateInfo struct {
+	route     *route
+	requestID string
+	received  time.Time
+}
+
+func newReplyMux(nc *nats.Conn) (*replyMux, error) {
+	m := &replyMux{nc: nc, inbox: nc.NewInbox() + ".", quit: make(chan struct{}), done: make(chan struct{})}
+	for i := range m.shards {
+		m.shards[i].calls = make(map[uint64]*call)
+	}
+	m.calls.New = func() any { return &call{reply: make(chan *nats.Msg, 1)} }
+	sub, err := nc.Subscribe(m.inbox+"*", m.route)
+	if err != nil {
+		return nil, err
+	}
+	// Replies must never be dropped as a slow consumer while callbacks wait.
+	_ = sub.SetPendingLimits(-1, -1)
+	m.sub = sub
+	go m.sweep()
+	return m, nil
+}
+
+func (m *replyMux) shard(id uint64) *muxShard { return &m.shards[id%muxShards] }
+
+// register adds a call and returns it with its reply subject appended to buf.
+func (m *replyMux) register(c *call, deadline time.Time, buf []byte) []byte {
+	c.id = m.next.Add(1)
+	c.deadline = deadline
+	s := m.shard(c.id)
+	s.mu.Lock()
+	s.calls[c.id] = c
+	s.mu.Unlock()
+	buf = append(buf, m.inbox...)
+	return strconv.AppendUint(buf, c.id, 36)
+}
+
+func (m *replyMux) forget(c *call) {
+	s := m.shard(c.id)
+	s.mu.Lock()
+	delete(s.calls, c.id)
+	s.mu.Unlock()
+}
+
+// request publishes msg, whose Reply is set to a fresh reply subject built in
+// replyBuf, and waits for the reply until timer fires. The timer must be
+// stopped and drained. When it gives up, the call stays registered until
+// lateGrace passes, so that a late reply is still seen; late describes it.
+func (m *replyMux) request(msg *nats.Msg, deadline time.Time, timer *time.Timer, replyBuf []byte, late func() lateInfo) (*nats.Msg, []byte, error) {
+	c := m.calls.Get().(*call)
+	replyBuf = m.register(c, deadline, replyBuf[:0])
+	msg.Reply = bytesString(replyBuf)
+	err := m.nc.PublishMsg(msg)
+	msg.Reply = ""
+	if err != nil {
+		m.forget(c)
+		m.calls.Put(c)
+		return nil, replyBuf, err
+	}
+	timer.Reset(time.Until(deadline))
+	select {
+	case reply := <-c.reply:
+		timer.Stop()
+		m.calls.Put(c)
+		return reply, replyBuf, nil
+	case <-timer.C:
+	}
+	s := m.shard(c.id)
+	s.mu.Lock()
+	select {
+	case reply := <-c.reply: // it arrived while the timer fired
+		s.mu.Unlock()
+		m.calls.Put(c)
+		return reply, replyBuf, nil
+	default:
+	}
+	c.abandoned = true
+	c.late = late()
+	s.mu.Unlock()
+	return nil, replyBuf, nats.ErrTimeout
+}
+
+// shadowRequest publishes msg to a shadow decider; its reply, or its expiry
+// at deadline, is handed to m.shadow with e.
+func (m *replyMux) shadowRequest(msg *nats.Msg, rt *route, deadline time.Time, e *auditEntry) error {
+	c := &call{shadowOf: e, shadowRoute: rt}
+	msg.Reply = string(m.register(c, deadline, nil))
+	if err := m.nc.PublishMsg(msg); err != nil {
+		m.forget(c)
+		return err
+	}
+	return nil
+}
+
+// route delivers a reply to its call.
+func (m *replyMux) route(reply *nats.Msg) {
+	tail := reply.Subject[min(len(m.inbox), len(reply.Subject)):]
+	id, err := strconv.ParseUint(tail, 36, 64)
+	if err != nil {
+		return
+	}
+	s := m.shard(id)
+	s.mu.Lock()
+	c := s.calls[id]
+	if c == nil {
+		s.mu.Unlock()
+		return // a second reply, or one later than lateGrace
+	}
+	delete(s.calls, id)
+	switch {
+	case c.shadowOf != nil:
+		s.mu.Unlock()
+		m.shadow(c, reply, "")
+	case c.abandoned:
+		s.mu.Unlock()
+		m.late(c, reply)
+	default:
+		c.reply <- reply // buffered, and only one reply is routed per call
+		s.mu.Unlock()
+	}
+}
+
+// sweep expires shadow calls at their deadline and forgets abandoned calls
+// after lateGrace.
+func (m *replyMux) sweep() {
+	defer close(m.done)
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	var expired []*call
+	for {
+		select {
+		case <-m.quit:
+			return
+		case now := <-tick.C:
+			for i := range m.shards {
+				s := &m.shards[i]
+				s.mu.Lock()
+				for id, c := range s.calls {
+					switch {
+					case c.shadowOf != nil && now.After(c.deadline):
+						expired = append(expired, c)
+						delete(s.calls, id)
+					case c.abandoned && now.After(c.deadline.Add(lateGrace)):
+						delete(s.calls, id)
+					}
+				}
+				s.mu.Unlock()
+			}
+			for _, c := range expired {
+				m.shadow(c, nil, OutcomeTimeout)
+			}
+			clear(expired)
+			expired = expired[:0]
+		}
+	}
+}
+
+// stop ends the sweeper and settles pending shadow calls as timed out, so
+// that their audit records are still published.
+func (m *replyMux) stop() {
+	close(m.quit)
+	<-m.done
+	_ = m.sub.Unsubscribe()
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		var pending []*call
+		for id, c := range s.calls {
+			if c.shadowOf != nil {
+				pending = append(pending, c)
+			}
+			delete(s.calls, id)
+		}
+		s.mu.Unlock()
+		for _, c := range pending {
+			m.shadow(c, nil, OutcomeTimeout)
+		}
+	}
+}
