@@ -96,6 +96,8 @@ var serveOptions = []option{
 		func(c *serveConfig) *[]string { return &c.bridge.TrustedProxies }),
 	stringOption("proxy-header", "HEADER", "header in which a trusted proxy reports the client address",
 		func(c *serveConfig) *string { return &c.bridge.ProxyHeader }),
+	stringOption("shadow-prefix", "PREFIX", "also send every decide request to <PREFIX>.decide.<SdkAppid>.<Command>; the shadow's verdict is only recorded in the audit (per command: commands.<name>.shadow_prefix)",
+		func(c *serveConfig) *string { return &c.bridge.ShadowPrefix }),
 	stringOption("nats-store", "DIR", "directory where the embedded NATS server keeps JetStream streams (turns JetStream on)",
 		func(c *serveConfig) *string { return &c.bridge.NATSStoreDir }),
 	stringOption("audit-stream", "NAME", "JetStream stream to create (or check) for the audit records; retention in the file's streams.audit section",
