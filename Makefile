@@ -17,13 +17,21 @@ FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge:FuzzAppendJSONString ./bridg
 FUZZTIME_TEST ?= 4s
 FUZZTIME      ?= 2m
 
-.PHONY: all build run test unit fuzz-short fuzz bench lint clean help
+# What the example deciders need: Debian packages (C and shell examples), npm
+# packages (Node example) and the nats CLI (shell example).
+APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq
+NATSCLI      := github.com/nats-io/natscli/nats@v0.5.0
+NODE_EXAMPLE := deciders/examples/node-groupfilter
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build run test unit fuzz-short fuzz bench lint clean help deps deps-apt deps-node deps-natscli
 
 all: lint test build
 
 help:
 	@echo "make run    bridge on $(HTTP_LISTEN) + embedded NATS on $(NATS_LISTEN) + demo decider"
-	@echo "make test   all tests with the race detector, plus short fuzz runs"
+	@echo "make test   all tests with the race detector, plus short fuzz runs (runs make deps first)"
+	@echo "make deps   what the example deciders need: apt packages, npm packages, the nats CLI"
 	@echo "make build  binaries in $(BIN)/"
 	@echo "make lint   gofmt and go vet"
 	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
@@ -47,7 +55,27 @@ run: build
 	trap 'exit 0' INT TERM; \
 	$(BIN)/timbus serve --listen '$(HTTP_LISTEN)' --nats-listen '$(NATS_LISTEN)' --sdkappid '$(SDKAPPID)' --log-format console
 
-test: unit fuzz-short
+test: deps unit fuzz-short
+
+# deps installs only what is missing, so it is quick once done.
+deps: deps-apt deps-node deps-natscli
+
+deps-apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deps-node: $(NODE_EXAMPLE)/node_modules/.package-lock.json
+
+$(NODE_EXAMPLE)/node_modules/.package-lock.json: $(NODE_EXAMPLE)/package-lock.json
+	npm ci --prefix $(NODE_EXAMPLE) --no-audit --no-fund
+
+deps-natscli: $(BIN)/nats
+
+$(BIN)/nats:
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install $(NATSCLI)
 
 unit:
 	$(GO) test -race -count=1 -timeout 8m ./...
