@@ -59,6 +59,8 @@ type auditEntry struct {
 	remote   string // refusals only
 	late     bool   // a late reply's record, stored beside the callback's
 
+	route *route // for shadow counters; nil on refusals and late records
+
 	// waits counts the parties still to fill the entry: the callback's
 	// handler, and its shadow request if there is one.
 	waits atomic.Int32
@@ -143,7 +145,7 @@ func (a *auditor) entry() *auditEntry {
 
 func (e *auditEntry) reset() {
 	buf := e.buf[:0]
-	e.subject, e.received, e.app, e.command, e.kind = "", time.Time{}, "", "", ""
+	e.subject, e.received, e.app, e.command, e.kind, e.route = "", time.Time{}, "", "", "", nil
 	e.outcome, e.reason, e.status, e.code, e.answer, e.decider = "", "", 0, 0, nil, ""
 	e.latency, e.query, e.remote, e.late = 0, "", "", false
 	e.shadowed, e.shadowOutcome, e.shadowCode, e.shadowAnswer, e.shadowReason = false, "", 0, nil, ""
@@ -153,6 +155,13 @@ func (e *auditEntry) reset() {
 // filled is called by each party that fills e; the last one queues it.
 func (a *auditor) filled(e *auditEntry) {
 	if e.waits.Add(-1) == 0 {
+		if e.shadowed && e.route != nil {
+			if e.shadowCode == e.code {
+				e.route.metrics.shadowAgree.Inc()
+			} else {
+				e.route.metrics.shadowDiffer.Inc()
+			}
+		}
 		a.submit(e)
 	}
 }

@@ -19,9 +19,10 @@ import (
 
 // Bridge receives Tencent callbacks over HTTP and answers them through NATS.
 type Bridge struct {
-	cfg  Config
-	log  zerolog.Logger
-	apps map[string]*appRoutes // by SdkAppid; read-only after New
+	cfg     Config
+	log     zerolog.Logger
+	apps    map[string]*appRoutes // by SdkAppid; read-only after New
+	appList []*appRoutes          // the same, in configuration order
 	// sources is nil when every source address is admitted.
 	sources *sourceFilter
 
@@ -30,6 +31,16 @@ type Bridge struct {
 
 	started  atomic.Bool
 	stopping atomic.Bool
+	draining atomic.Bool
+	inflight atomic.Int64
+
+	metrics      *metrics
+	ops          func(*fasthttp.RequestCtx) bool
+	registry     registry
+	registryStop chan struct{}
+	registryDone chan struct{}
+	opsSrv       *fasthttp.Server // with MetricsListen
+	opsLn        net.Listener
 
 	ns         *server.Server // embedded NATS, nil when external
 	nc         *nats.Conn
@@ -55,13 +66,17 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	cfg.Commands = commands
 	b := &Bridge{
-		cfg:        cfg,
-		log:        cfg.Logger.With().Str(logKeyComponent, "bridge").Logger(),
-		apps:       make(map[string]*appRoutes, len(cfg.Apps)),
-		ids:        newRequestIDs(),
-		natsClosed: make(chan struct{}),
-		serveDone:  make(chan struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger.With().Str(logKeyComponent, "bridge").Logger(),
+		apps:         make(map[string]*appRoutes, len(cfg.Apps)),
+		ids:          newRequestIDs(),
+		natsClosed:   make(chan struct{}),
+		serveDone:    make(chan struct{}),
+		registryStop: make(chan struct{}),
+		registryDone: make(chan struct{}),
 	}
+	b.metrics = newMetrics(b)
+	b.ops = b.opsHandler()
 	b.exchanges.New = func() any { return newExchange() }
 	if len(cfg.AllowCIDRs) > 0 {
 		// Validate has parsed these already.
@@ -70,7 +85,9 @@ func New(cfg Config) (*Bridge, error) {
 		b.sources = &sourceFilter{allow: allow, proxies: proxies, header: []byte(cfg.ProxyHeader)}
 	}
 	for _, app := range b.cfg.Apps {
-		b.apps[app.ID] = newAppRoutes(&b.cfg, app, &b.log)
+		a := newAppRoutes(&b.cfg, app, &b.log, b.metrics)
+		b.apps[app.ID] = a
+		b.appList = append(b.appList, a)
 	}
 	return b, nil
 }
@@ -160,13 +177,54 @@ func (b *Bridge) Start(ctx context.Context) error {
 		CloseOnShutdown:    true,
 		Logger:             fasthttpLogger{b.log},
 	}
+	if b.cfg.MetricsListen != "" {
+		if err := b.serveOps(); err != nil {
+			ln.Close()
+			b.mux.stop()
+			b.audit.stop(ctx)
+			nc.Close()
+			b.stopEmbeddedNATS()
+			return err
+		}
+	}
 	go func() {
 		defer close(b.serveDone)
 		b.serveErr = b.srv.Serve(ln)
 	}()
+	go b.watchDeciders(b.cfg.RegistryInterval)
 	b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", b.NATSURL()).
 		Bool("embedded_nats", b.ns != nil).Msg("timbus bridge started")
 	return nil
+}
+
+// serveOps serves the operations endpoints on MetricsListen.
+func (b *Bridge) serveOps() error {
+	ln, err := net.Listen("tcp", b.cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.MetricsListen, err)
+	}
+	b.opsLn = ln
+	b.opsSrv = &fasthttp.Server{
+		Name:        "timbus",
+		ReadTimeout: 5 * time.Second,
+		IdleTimeout: time.Minute,
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if !b.ops(ctx) {
+				writeJSON(ctx, fasthttp.StatusNotFound, map[string]string{"error": "try " + PathMetrics + ", " + PathHealth + " or " + PathReady})
+			}
+		},
+		Logger: fasthttpLogger{b.log},
+	}
+	go func() { _ = b.opsSrv.Serve(ln) }()
+	return nil
+}
+
+// OpsAddr is the address of the metrics listener, or "" without one.
+func (b *Bridge) OpsAddr() string {
+	if b.opsLn == nil {
+		return ""
+	}
+	return b.opsLn.Addr().String()
 }
 
 // payloadHeadroom is room for NATS headers next to a callback body.
@@ -197,6 +255,16 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
+	// Not ready first, so that load balancers move traffic away while the
+	// listener still answers.
+	b.draining.Store(true)
+	if b.cfg.DrainDelay > 0 {
+		b.log.Info().Dur("drain_delay", b.cfg.DrainDelay).Msg("draining: not ready, still serving")
+		select {
+		case <-time.After(b.cfg.DrainDelay):
+		case <-ctx.Done():
+		}
+	}
 	if b.srv != nil {
 		if err := b.srv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("bridge: stop HTTP: %w", err))
@@ -209,6 +277,8 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
+	close(b.registryStop)
+	<-b.registryDone
 	if b.mux != nil {
 		b.mux.stop()
 	}
@@ -227,6 +297,11 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		}
 	}
 	b.stopEmbeddedNATS()
+	if b.opsSrv != nil {
+		if err := b.opsSrv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("bridge: stop metrics listener: %w", err))
+		}
+	}
 	b.log.Info().Msg("timbus bridge stopped")
 	return errors.Join(errs...)
 }

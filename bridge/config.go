@@ -74,6 +74,24 @@ type Config struct {
 	// ProxyHeader carries the client address set by a trusted proxy.
 	ProxyHeader string
 
+	// MetricsListen, when set, serves /metrics, /healthz and /readyz on this
+	// address instead of the callback listener.
+	MetricsListen string
+	// RequireDeciders makes /readyz report not ready while a before command
+	// in use (configured, or seen in a callback) has no live decider
+	// discoverable as a NATS service.
+	RequireDeciders bool
+	// RegistryInterval is how often live deciders are counted.
+	RegistryInterval time.Duration
+	// DrainDelay is how long Shutdown reports not ready before it closes
+	// the listener, so that load balancers stop sending first.
+	DrainDelay time.Duration
+	// MaxInflight caps the callbacks being decided at once; past it,
+	// callbacks get their default verdict at once (outcome shed). 0: no cap.
+	MaxInflight int
+	// Breaker configures the per-command circuit breaker (off by default).
+	Breaker BreakerConfig
+
 	// Limits against oversized or slow clients.
 	MaxBodySize   int
 	MaxHeaderSize int
@@ -124,20 +142,22 @@ type CommandConfig struct {
 // DefaultConfig returns the settings timbus uses unless told otherwise.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        ":8080",
-		Path:          "/",
-		NATSListen:    "127.0.0.1:4222",
-		Timeout:       1500 * time.Millisecond,
-		Default:       Allow,
-		SubjectPrefix: protocol.DefaultSubjectPrefix,
-		SignWindow:    time.Minute,
-		ProxyHeader:   "X-Forwarded-For",
-		MaxBodySize:   1 << 20,
-		MaxHeaderSize: 8 << 10,
-		ReadTimeout:   5 * time.Second,
-		WriteTimeout:  5 * time.Second,
-		IdleTimeout:   90 * time.Second,
-		Logger:        zerolog.Nop(),
+		Listen:           ":8080",
+		Path:             "/",
+		NATSListen:       "127.0.0.1:4222",
+		Timeout:          1500 * time.Millisecond,
+		Default:          Allow,
+		SubjectPrefix:    protocol.DefaultSubjectPrefix,
+		SignWindow:       time.Minute,
+		RegistryInterval: 10 * time.Second,
+		ProxyHeader:      "X-Forwarded-For",
+		MaxBodySize:      1 << 20,
+		MaxHeaderSize:    8 << 10,
+		ReadTimeout:      5 * time.Second,
+		WriteTimeout:     5 * time.Second,
+		IdleTimeout:      90 * time.Second,
+		Logger:           zerolog.Nop(),
+		Breaker:          DefaultBreakerConfig(),
 	}
 }
 
@@ -320,6 +340,15 @@ func (c *Config) Validate() error {
 				return bad(field, v, fmt.Errorf("%w: %s accepts ErrorCode %s", ErrInvalidVerdict, cmd.Name, cmd.CodesString()))
 			}
 		}
+	}
+	if c.MaxInflight < 0 {
+		return bad("max-inflight", c.MaxInflight, fmt.Errorf("%w: 0 (no cap) or more", ErrInvalidValue))
+	}
+	if c.DrainDelay < 0 || c.RegistryInterval <= 0 {
+		return bad("drain-delay", c.DrainDelay, fmt.Errorf("%w: drain-delay not negative, registry interval positive", ErrInvalidValue))
+	}
+	if br := c.Breaker; br.Enabled && (br.Window <= 0 || br.Cooldown <= 0 || br.MinRequests < 1 || br.FailureRatio <= 0 || br.FailureRatio > 1) {
+		return bad("breaker", br, fmt.Errorf("%w: window and cooldown positive, min_requests at least 1, failure_ratio in (0, 1]", ErrInvalidValue))
 	}
 	for _, limit := range []struct {
 		field string

@@ -26,6 +26,7 @@ const (
 	slotOptPlatform
 	slotDeadline
 	slotMsgID
+	slotTrace
 	numSlots
 )
 
@@ -38,6 +39,7 @@ var slotNames = [numSlots]string{
 	slotOptPlatform: protocol.HeaderOptPlatform,
 	slotDeadline:    protocol.HeaderDeadline,
 	slotMsgID:       jetstream.MsgIDHeader,
+	slotTrace:       HeaderTraceparent,
 }
 
 // exchange is the reusable state of one callback on its way to NATS. Its
@@ -54,6 +56,7 @@ type exchange struct {
 	sum      []byte
 	eventID  [sha256.Size * 2]byte
 	reply    []byte      // reply subject of the decide request
+	trace    []byte      // traceparent
 	timer    *time.Timer // stopped between callbacks
 }
 
@@ -65,6 +68,7 @@ func newExchange() *exchange {
 		hash:     sha256.New(),
 		sum:      make([]byte, 0, sha256.Size),
 		reply:    make([]byte, 0, 64),
+		trace:    make([]byte, 0, traceparentLen),
 		timer:    time.NewTimer(time.Hour),
 	}
 	x.timer.Stop()
@@ -103,7 +107,7 @@ func (x *exchange) setEventID(app, command string, body []byte) {
 // request memory.
 func (x *exchange) release() {
 	x.msg.Data = nil
-	for _, slot := range [...]int{slotClientIP, slotOptPlatform, slotRequestID, slotDeadline} {
+	for _, slot := range [...]int{slotClientIP, slotOptPlatform, slotRequestID, slotDeadline, slotTrace} {
 		x.values[slot][0] = ""
 	}
 	x.set(slotMsgID, "")

@@ -33,6 +33,8 @@ const (
 	OutcomePublished    Outcome = "published"     // an after callback was published as an event
 	OutcomeRejected     Outcome = "rejected"      // the request was refused and nothing was published
 	OutcomeLate         Outcome = "late"          // a reply came after the default was sent (audit only)
+	OutcomeShed         Outcome = "shed"          // over max-inflight: default sent at once
+	OutcomeCircuitOpen  Outcome = "circuit_open"  // the command's breaker is open: default sent at once
 )
 
 // okAnswer is Tencent's plain acknowledgement.
@@ -67,6 +69,9 @@ var errBadBodyCommand = errors.New(`"CallbackCommand" must be one string`)
 // handle serves one HTTP request from Tencent.
 func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	start := ctx.Time()
+	if b.cfg.MetricsListen == "" && ctx.IsGet() && b.ops(ctx) {
+		return
+	}
 	if string(ctx.Path()) != b.cfg.Path {
 		b.reject(ctx, fasthttp.StatusNotFound, "not_found", "no callback endpoint at this path; callbacks go to "+b.cfg.Path)
 		return
@@ -131,10 +136,13 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	x.set(slotCommand, rt.command.Name)
 	x.set(slotClientIP, bytesString(args.Peek("ClientIP")))
 	x.set(slotOptPlatform, bytesString(args.Peek("OptPlatform")))
+	x.trace = appendTraceparent(x.trace[:0], ctx.Request.Header.Peek(HeaderTraceparent))
+	x.set(slotTrace, bytesString(x.trace))
 	x.msg.Subject = rt.subject
 	x.msg.Data = body
 
 	e := b.audit.entry()
+	e.route = rt
 	e.subject = rt.audit
 	e.received = start
 	e.app, e.command, e.kind = rt.app, rt.command.Name, rt.command.Kind.String()
@@ -143,16 +151,25 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	e.platform = e.keep(args.Peek("OptPlatform"))
 	e.body = e.keep(body)
 
+	inflight := b.inflight.Add(1)
 	var res result
 	if rt.decide {
-		res = b.decide(x, rt, start, e)
+		res = b.guardedDecide(x, rt, start, e, inflight)
 	} else {
 		res = b.publish(x, rt, start)
 	}
+	b.inflight.Add(-1)
 	ctx.SetStatusCode(res.status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(res.answer)
 	b.logCallback(x.id, rt, res, start)
+	rt.metrics.outcomes[res.outcome].Inc()
+	if rt.decide {
+		rt.metrics.latency.Observe(time.Since(start).Seconds())
+	}
+	if !rt.seen.Load() {
+		rt.seen.Store(true)
+	}
 
 	e.outcome, e.status, e.code, e.answer, e.decider = res.outcome, res.status, res.code, res.answer, res.decider
 	if res.err != nil {
@@ -176,6 +193,30 @@ type result struct {
 	decider string // the answering decider's name, if it gave one
 }
 
+// guardedDecide decides unless the bridge is over its in-flight cap or the
+// command's circuit breaker is open; then the default goes out at once.
+func (b *Bridge) guardedDecide(x *exchange, rt *route, start time.Time, e *auditEntry, inflight int64) result {
+	if limit := b.cfg.MaxInflight; limit > 0 && inflight > int64(limit) {
+		return rt.fallbackResult(x.msg.Data, OutcomeShed, errShed)
+	}
+	if rt.breaker == nil {
+		return b.decide(x, rt, start, e)
+	}
+	now := time.Now()
+	ok, probe := rt.breaker.allow(now)
+	if !ok {
+		return rt.fallbackResult(x.msg.Data, OutcomeCircuitOpen, errCircuitOpen)
+	}
+	res := b.decide(x, rt, start, e)
+	rt.breaker.record(time.Now(), failed(res.outcome), probe)
+	return res
+}
+
+var (
+	errShed        = errors.New("over max-inflight: answered the default without asking deciders")
+	errCircuitOpen = errors.New("circuit breaker open: answered the default without asking deciders")
+)
+
 // decide asks the deciders and returns their verdict, or the route's default.
 // With a shadow configured, the shadow is asked too; its verdict goes only
 // into the audit entry e.
@@ -183,9 +224,7 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) 
 	deadline := start.Add(rt.timeout)
 	x.deadline = strconv.AppendInt(x.deadline[:0], deadline.UnixMilli(), 10)
 	x.set(slotDeadline, bytesString(x.deadline))
-	fallback := func(o Outcome, err error) result {
-		return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: o, code: rt.code, err: err}
-	}
+	fallback := func(o Outcome, err error) result { return rt.fallbackResult(x.msg.Data, o, err) }
 	if !time.Now().Before(deadline) {
 		return fallback(OutcomeTimeout, errors.New("deadline passed before the request was sent"))
 	}
@@ -360,6 +399,7 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(answer)
+	b.metrics.reject(reason)
 	id := b.ids.appendNext(nil)
 	b.log.Warn().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
 		Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
@@ -31,6 +32,15 @@ type route struct {
 	// whose answer names each user of the request and so is built per callback.
 	perUser bool
 	info    string
+
+	metrics routeMetrics
+	breaker *breaker // nil unless the breaker is on
+	seen    atomic.Bool
+}
+
+// fallbackResult is the answer with the route's default verdict.
+func (r *route) fallbackResult(body []byte, o Outcome, err error) result {
+	return result{status: fasthttp.StatusOK, answer: r.fallbackFor(body), outcome: o, code: r.code, err: err}
 }
 
 // fallbackFor returns the default answer to a callback with this body.
@@ -47,18 +57,19 @@ const maxUnlisted = 256
 
 // appRoutes holds the routes of one app.
 type appRoutes struct {
-	id     string
-	signer *signer           // nil when callback authentication is off
-	known  map[string]*route // read-only after New
-	config *Config
-	log    *zerolog.Logger
+	id      string
+	signer  *signer // nil when callback authentication is off
+	metrics *metrics
+	known   map[string]*route // read-only after New
+	config  *Config
+	log     *zerolog.Logger
 
 	unlisted      sync.Map // command name -> *route
 	unlistedCount atomic.Int32
 }
 
-func newAppRoutes(cfg *Config, app App, log *zerolog.Logger) *appRoutes {
-	a := &appRoutes{id: app.ID, known: map[string]*route{}, config: cfg, log: log}
+func newAppRoutes(cfg *Config, app App, log *zerolog.Logger, m *metrics) *appRoutes {
+	a := &appRoutes{id: app.ID, known: map[string]*route{}, config: cfg, log: log, metrics: m}
 	token := cfg.Token
 	if app.Token != "" {
 		token = app.Token
@@ -90,6 +101,19 @@ func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
 	}
 	if !cmd.Kind.NeedsReply() {
 		r.fallback, r.code = okAnswer, 0
+	}
+	r.metrics = a.metrics.forRoute(app.ID, cmd.Name)
+	if a.config.Breaker.Enabled && r.decide {
+		open := r.metrics.breakerOpen
+		r.breaker = &breaker{cfg: a.config.Breaker, onChange: func(isOpen bool) {
+			if isOpen {
+				open.Set(1)
+				a.log.Warn().Str(logKeySdkAppID, app.ID).Str(logKeyCommand, cmd.Name).Msg("circuit breaker open: answering the default without asking deciders")
+			} else {
+				open.Set(0)
+				a.log.Info().Str(logKeySdkAppID, app.ID).Str(logKeyCommand, cmd.Name).Msg("circuit breaker closed")
+			}
+		}}
 	}
 	kind := protocol.KindEvent
 	if r.decide {

@@ -1,0 +1,143 @@
+package bridge
+
+import (
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Every outcome a callback can have, so that routes can create their
+// counters up front: the request path then only increments them.
+var allOutcomes = []Outcome{
+	OutcomeDecided, OutcomeTimeout, OutcomeNoDeciders, OutcomeInvalidReply, OutcomeDeciderError,
+	OutcomeNATSError, OutcomeShed, OutcomeCircuitOpen, OutcomePublished,
+}
+
+// Every reason a request can be refused for.
+var rejectReasons = []string{
+	"not_found", "method_not_allowed", "source_not_allowed", "unknown_sdkappid", "missing_signature",
+	"bad_request_time", "stale_request_time", "bad_signature", "missing_command", "invalid_command",
+	"invalid_body", "command_mismatch", "body_too_large", "header_too_large", "bad_request",
+}
+
+// metrics holds the bridge's Prometheus collectors in a registry of its own.
+type metrics struct {
+	reg       *prometheus.Registry
+	callbacks *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	rejected  map[string]prometheus.Counter
+	deciders  *prometheus.GaugeVec
+	shadow    *prometheus.CounterVec
+	breaker   *prometheus.GaugeVec
+}
+
+// routeMetrics are one route's collectors, resolved once.
+type routeMetrics struct {
+	outcomes     map[Outcome]prometheus.Counter
+	latency      prometheus.Observer
+	shadowAgree  prometheus.Counter
+	shadowDiffer prometheus.Counter
+	breakerOpen  prometheus.Gauge
+}
+
+func newMetrics(b *Bridge) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "timbus_callbacks_total",
+			Help: "Callbacks handled, by app, command and outcome.",
+		}, []string{"sdkappid", "command", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "timbus_decision_seconds",
+			Help:    "Time from a before callback's arrival to its answer.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 1.5, 2},
+		}, []string{"sdkappid", "command"}),
+		rejected: map[string]prometheus.Counter{},
+		deciders: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "timbus_deciders",
+			Help: "Live deciders per command, from the NATS services discovery ($SRV.INFO); deciders that are not NATS services are not counted.",
+		}, []string{"sdkappid", "command"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "timbus_shadow_verdicts_total",
+			Help: "Shadow verdicts, by whether they agreed with the verdict sent.",
+		}, []string{"sdkappid", "command", "agrees"}),
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "timbus_circuit_open",
+			Help: "1 while a command's circuit breaker answers the default without asking deciders.",
+		}, []string{"sdkappid", "command"}),
+	}
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbus_rejected_total",
+		Help: "Requests refused before reaching NATS, by reason.",
+	}, []string{"reason"})
+	for _, r := range rejectReasons {
+		m.rejected[r] = rejected.WithLabelValues(r)
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		m.callbacks, m.latency, rejected, m.deciders, m.shadow, m.breaker,
+		gauge("timbus_inflight", "Callbacks being handled now.", func() float64 { return float64(b.inflight.Load()) }),
+		gauge("timbus_nats_connected", "1 while the NATS connection is up.", func() float64 {
+			if b.nc != nil && b.nc.Status() == nats.CONNECTED {
+				return 1
+			}
+			return 0
+		}),
+		counter("timbus_nats_reconnects_total", "Reconnections to NATS.", func() float64 {
+			if b.nc == nil {
+				return 0
+			}
+			return float64(b.nc.Stats().Reconnects)
+		}),
+		counter("timbus_audit_published_total", "Audit records published (acknowledged, with an audit stream).", func() float64 {
+			return auditCount(b, func(a *auditor) uint64 { return a.published.Load() })
+		}),
+		counter("timbus_audit_dropped_total", "Audit records dropped because the queue was full.", func() float64 {
+			return auditCount(b, func(a *auditor) uint64 { return a.dropped.Load() })
+		}),
+		counter("timbus_audit_failed_total", "Audit records NATS or the stream refused.", func() float64 {
+			return auditCount(b, func(a *auditor) uint64 { return a.failed.Load() })
+		}),
+		gauge("timbus_ready", "1 while /readyz reports ready.", func() float64 {
+			if len(b.notReady()) == 0 {
+				return 1
+			}
+			return 0
+		}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *metrics) forRoute(app, command string) routeMetrics {
+	rm := routeMetrics{
+		outcomes:     make(map[Outcome]prometheus.Counter, len(allOutcomes)),
+		latency:      m.latency.WithLabelValues(app, command),
+		shadowAgree:  m.shadow.WithLabelValues(app, command, "true"),
+		shadowDiffer: m.shadow.WithLabelValues(app, command, "false"),
+		breakerOpen:  m.breaker.WithLabelValues(app, command),
+	}
+	for _, o := range allOutcomes {
+		rm.outcomes[o] = m.callbacks.WithLabelValues(app, command, string(o))
+	}
+	return rm
+}
+
+func (m *metrics) reject(reason string) {
+	if c, ok := m.rejected[reason]; ok {
+		c.Inc()
+	}
+}
+
+func auditCount(b *Bridge, get func(*auditor) uint64) float64 {
+	if b.audit == nil {
+		return 0
+	}
+	return float64(get(b.audit))
+}
