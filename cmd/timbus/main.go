@@ -5,6 +5,8 @@
 //	timbus serve [flags]      run the bridge
 //	timbus commands [flags]   list the callback commands and their subjects
 //	timbus conform [flags]    check deciders against the protocol before deploying them
+//	timbus audit [flags]      show the audit records of callbacks
+//	timbus replay [flags]     replay recorded callbacks to the deciders of now
 //	timbus version            print the version
 //	timbus help [command]     show help
 //
@@ -52,6 +54,8 @@ func subcommands() []subcommand {
 		{"serve", "run the bridge between Tencent Cloud Chat and NATS", runServe},
 		{"commands", "list the callback commands, their rules and NATS subjects", runCommands},
 		{"conform", "check your deciders' replies against the protocol, before deploying them", runConform},
+		{"audit", "show the audit records of callbacks, stored in a stream or as they happen", runAudit},
+		{"replay", "replay recorded callbacks to the deciders listening now and compare verdicts", runReplay},
 		{"version", "print the version", runVersion},
 		{"help", "show help for timbus or one of its commands", runHelp},
 	}

@@ -91,7 +91,7 @@ func TestRunUsage(t *testing.T) {
 			if tt.wantStdout {
 				usage = stdout
 			}
-			for _, name := range []string{"serve", "commands", "conform", "version", "help"} {
+			for _, name := range []string{"serve", "commands", "conform", "audit", "replay", "version", "help"} {
 				if !strings.Contains(usage, "\t"+name+" ") {
 					t.Errorf("usage does not list %q:\n%s", name, usage)
 				}
@@ -105,7 +105,7 @@ func TestRunUsage(t *testing.T) {
 
 func TestHelpCommandShowsCommandHelp(t *testing.T) {
 	clearEnv(t)
-	for _, name := range []string{"serve", "commands", "conform", "version"} {
+	for _, name := range []string{"serve", "commands", "conform", "audit", "replay", "version"} {
 		t.Run(name, func(t *testing.T) {
 			code, viaHelp, _ := runTimbus(t, context.Background(), "help", name)
 			if code != exitOK {

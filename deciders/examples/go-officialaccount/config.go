@@ -72,7 +72,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("--nats-url is empty")
 	case c.Code < minCustomCode || c.Code > maxCustomCode:
 		return fmt.Errorf("--code %d: must be in %d-%d, the range Tencent passes on to the client", c.Code, minCustomCode, maxCustomCode)
-	case !validPrefix(c.SubjectPrefix):
+	case !protocol.ValidPrefix(c.SubjectPrefix):
 		return fmt.Errorf("--subject-prefix %q: want dot-separated tokens without spaces or wildcards", c.SubjectPrefix)
 	case c.SdkAppID != "*" && !isDigits(c.SdkAppID):
 		return fmt.Errorf("--sdkappid %q: want a decimal SdkAppid or *", c.SdkAppID)
@@ -97,18 +97,6 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func validPrefix(p string) bool {
-	if p == "" {
-		return false
-	}
-	for tok := range strings.SplitSeq(p, ".") {
-		if tok == "" || strings.ContainsAny(tok, " \t\r\n*>") {
-			return false
-		}
-	}
-	return true
 }
 
 func isDigits(s string) bool {

@@ -3,12 +3,13 @@
 // account names on a reserved list, so that nobody can create an account
 // called "admin" or one that looks like the operator's own.
 //
-// It is a NATS micro service, written against the wire contract in package
-// github.com/timbus-dev/timbus/deciders/protocol, and shows what every decider
-// should do: join a queue group so that copies share the load, answer
-// Tencent's reply JSON, report its own failures with the micro error headers
-// (the bridge then answers the command's default verdict instead of a deny),
-// and skip work whose Timbus-Deadline has passed.
+// It is built on the decider SDK, package github.com/timbus-dev/timbus/deciders,
+// which does what every decider should: run as a NATS micro service in a queue
+// group so that copies share the load, check and send Tencent's reply JSON,
+// report the decider's own failures with the micro error headers (the bridge
+// then answers the command's default verdict instead of a deny), and skip
+// work whose Timbus-Deadline has passed. What is left here is the policy, the
+// flags and the connection.
 //
 // Usage:
 //

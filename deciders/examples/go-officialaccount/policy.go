@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/timbus-dev/timbus/deciders"
 )
 
 // command is the one Tencent callback this decider answers.
@@ -22,21 +24,9 @@ type policy struct {
 
 // decision is the verdict on one callback.
 type decision struct {
-	name  string // as Tencent sent it
-	code  int    // 0 allows
-	reply []byte // Tencent's reply JSON
+	name    string // as Tencent sent it
+	verdict deciders.Verdict
 }
-
-// reply is Tencent's answer to a before callback. No omitempty: Tencent's
-// samples always carry all three members.
-type reply struct {
-	ActionStatus string
-	ErrorCode    int
-	ErrorInfo    string
-}
-
-// allowReply is the same for every allowed name.
-var allowReply = mustMarshal(reply{ActionStatus: "OK"})
 
 func newPolicy(reserved []string, code int) *policy {
 	p := &policy{reserved: make(map[string]struct{}, len(reserved)), code: code}
@@ -59,16 +49,11 @@ func (p *policy) decide(body []byte) (decision, error) {
 		return decision{}, err
 	}
 	if _, ok := p.reserved[normalize(name)]; !ok {
-		return decision{name: name, reply: allowReply}, nil
+		return decision{name: name, verdict: deciders.Allow()}, nil
 	}
 	return decision{
-		name: name,
-		code: p.code,
-		reply: mustMarshal(reply{
-			ActionStatus: "OK",
-			ErrorCode:    p.code,
-			ErrorInfo:    fmt.Sprintf("official account name %q is reserved", name),
-		}),
+		name:    name,
+		verdict: deciders.DenyWith(p.code, fmt.Sprintf("official account name %q is reserved", name)),
 	}, nil
 }
 
@@ -89,12 +74,4 @@ func nameOf(body []byte) (string, error) {
 		return "", fmt.Errorf("%w: \"Name\" is not a string", errBadBody)
 	}
 	return name, nil
-}
-
-func mustMarshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
 }

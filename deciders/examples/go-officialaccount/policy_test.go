@@ -74,15 +74,15 @@ func TestPolicy_Decide(t *testing.T) {
 			if err != nil {
 				t.Fatalf("decide(%s): %v", tt.body, err)
 			}
-			if got.name != tt.wantName || got.code != tt.wantCode {
-				t.Fatalf("decide(%s) = name %q code %d, want %q %d", tt.body, got.name, got.code, tt.wantName, tt.wantCode)
+			if got.name != tt.wantName || got.verdict.Code() != tt.wantCode {
+				t.Fatalf("decide(%s) = name %q code %d, want %q %d", tt.body, got.name, got.verdict.Code(), tt.wantName, tt.wantCode)
 			}
-			if tt.wantReply != "" && string(got.reply) != tt.wantReply {
-				t.Fatalf("decide(%s) reply\n got %s\nwant %s", tt.body, got.reply, tt.wantReply)
+			reply, err := got.verdict.Reply(command)
+			if err != nil {
+				t.Fatalf("decide(%s): verdict not valid for %s: %v", tt.body, command, err)
 			}
-			var r reply
-			if err := json.Unmarshal(got.reply, &r); err != nil || r.ActionStatus != "OK" || r.ErrorCode != tt.wantCode {
-				t.Fatalf("reply %s: %+v, %v", got.reply, r, err)
+			if tt.wantReply != "" && string(reply) != tt.wantReply {
+				t.Fatalf("decide(%s) reply\n got %s\nwant %s", tt.body, reply, tt.wantReply)
 			}
 		})
 	}
@@ -90,7 +90,7 @@ func TestPolicy_Decide(t *testing.T) {
 
 func TestPolicy_EmptyListAllowsAll(t *testing.T) {
 	got, err := newPolicy(nil, 120005).decide(sampleBody(t, "admin"))
-	if err != nil || got.code != 0 {
+	if err != nil || got.verdict.Code() != 0 {
 		t.Fatalf("decide = %+v, %v; want code 0", got, err)
 	}
 }

@@ -4,20 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
-	"github.com/timbus-dev/timbus/deciders/protocol"
+
+	"github.com/timbus-dev/timbus/deciders"
 )
 
 // Identity of the micro service, as $SRV.PING, INFO and STATS report it.
 const (
 	serviceName    = "officialaccount-policy"
 	serviceVersion = "1.0.0"
-	endpointName   = "CallbackBeforeCreateOfficialAccount"
 )
 
 // Log keys; the first three match the bridge's, so that one query finds a
@@ -54,6 +52,14 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
 		}),
+		// Slow consumers and the like; the decider's micro stats count them too.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("NATS error")
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 	)
 	if err != nil {
@@ -63,36 +69,33 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		log.Info().Str("url", cfg.NATSURL).Msg("NATS not reachable yet, retrying")
 	}
 
-	d := &decider{policy: newPolicy(cfg.Reserved, cfg.Code), log: log}
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:        serviceName,
-		Version:     serviceVersion,
-		Description: "refuses reserved official account names for timbus",
-		QueueGroup:  cfg.QueueGroup,
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			log.Error().Str("subject", err.Subject).Msg(err.Description)
-		},
+	h := &handler{policy: newPolicy(cfg.Reserved, cfg.Code), log: log}
+	d, err := deciders.New(nc, deciders.Config{
+		Name:          serviceName,
+		Version:       serviceVersion,
+		Description:   "refuses reserved official account names for timbus",
+		SubjectPrefix: cfg.SubjectPrefix,
+		SdkAppID:      cfg.SdkAppID,
+		QueueGroup:    cfg.QueueGroup,
+		OnResult:      h.result,
 	})
 	if err == nil {
-		err = svc.AddEndpoint(endpointName, micro.HandlerFunc(d.handle),
-			micro.WithEndpointSubject(cfg.subject()),
-			micro.WithEndpointMetadata(map[string]string{"command": command}))
-		if err != nil {
-			err = errors.Join(err, svc.Stop())
+		if err = d.Handle(command, h.decide); err != nil {
+			err = errors.Join(err, d.Stop())
 		}
 	}
 	if err != nil {
 		nc.Close()
-		return fmt.Errorf("micro: %w", err)
+		return err
 	}
 	log.Info().Str("subject", cfg.subject()).Str("queue", cfg.QueueGroup).
 		Strs("reserved", cfg.Reserved).Int(logKeyCode, cfg.Code).Msg("service registered")
 
 	<-ctx.Done()
 	log.Info().Msg("stopping")
-	err = svc.Stop()
-	// Drain lets handlers already running send their replies; the bridge is
+	// Stop answers the callbacks in hand before it returns; the bridge is
 	// waiting for them.
+	err = d.Stop()
 	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionReconnecting) {
 		// ErrConnectionReconnecting means there was no connection to drain
 		// and Drain closed it instead.
@@ -102,51 +105,39 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	return err
 }
 
-// decider answers the endpoint's requests.
-type decider struct {
+// handler answers the command with the policy and logs what happened.
+type handler struct {
 	policy *policy
 	log    zerolog.Logger
 }
 
-func (d *decider) handle(req micro.Request) {
-	h := req.Headers()
-	id := h.Get(protocol.HeaderRequestID)
-	if deadline, ok := deadlineOf(h.Get(protocol.HeaderDeadline)); ok && !time.Now().Before(deadline) {
-		// The bridge has already answered Tencent with its default verdict
-		// and nobody reads a reply now.
-		d.log.Debug().Str(logKeyRequestID, id).Time("deadline", deadline).Msg("deadline passed, not answering")
-		return
-	}
-	dec, err := d.policy.decide(req.Data())
+func (h *handler) decide(_ context.Context, cb *deciders.Callback) (deciders.Verdict, error) {
+	dec, err := h.policy.decide(cb.Body)
 	if err != nil {
-		d.log.Warn().Str(logKeyRequestID, id).Str(logKeySdkAppID, h.Get(protocol.HeaderSdkAppID)).Err(err).Msg("cannot decide")
-		if err := req.Error("400", err.Error(), nil); err != nil {
-			d.log.Error().Str(logKeyRequestID, id).Err(err).Msg("error reply not sent")
-		}
-		return
-	}
-	if err := req.Respond(dec.reply); err != nil {
-		d.log.Error().Str(logKeyRequestID, id).Err(err).Msg("reply not sent")
-		return
+		// The decider's failure, not a reason to deny: the bridge answers
+		// its default verdict.
+		return deciders.Verdict{}, deciders.Error{Code: 400, Description: err.Error()}
 	}
 	verdict := "allow"
-	if dec.code != 0 {
+	if dec.verdict.Code() != 0 {
 		verdict = "deny"
 	}
-	d.log.Info().Str(logKeyRequestID, id).Str(logKeySdkAppID, h.Get(protocol.HeaderSdkAppID)).
-		Str(logKeyName, dec.name).Int(logKeyCode, dec.code).Msg(verdict)
+	h.log.Info().Str(logKeyRequestID, cb.RequestID).Str(logKeySdkAppID, cb.SdkAppID).
+		Str(logKeyName, dec.name).Int(logKeyCode, dec.verdict.Code()).Msg(verdict)
+	return dec.verdict, nil
 }
 
-// deadlineOf parses a Timbus-Deadline value. A missing or malformed one gives
-// ok false: answering late costs less than dropping a callback the bridge
-// still waits for.
-func deadlineOf(v string) (time.Time, bool) {
-	if v == "" {
-		return time.Time{}, false
+// result logs the callbacks that were not simply decided.
+func (h *handler) result(r deciders.Result) {
+	cb := r.Callback
+	switch {
+	case r.Outcome == deciders.Expired:
+		// The bridge has already answered Tencent with its default verdict
+		// and nobody reads a reply now.
+		h.log.Debug().Str(logKeyRequestID, cb.RequestID).Time("deadline", cb.Deadline).Msg("deadline passed, not answering")
+	case r.Outcome == deciders.Failed:
+		h.log.Warn().Str(logKeyRequestID, cb.RequestID).Str(logKeySdkAppID, cb.SdkAppID).Err(r.Err).Msg("cannot decide")
+	case r.Err != nil:
+		h.log.Error().Str(logKeyRequestID, cb.RequestID).Err(r.Err).Msg("reply not sent")
 	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.UnixMilli(ms), true
 }

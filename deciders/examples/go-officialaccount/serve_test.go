@@ -198,7 +198,9 @@ func TestServe_Decides(t *testing.T) {
 // given up on it, and any reply would only be counted as late.
 func TestServe_ExpiredDeadlineNotAnswered(t *testing.T) {
 	nc, logs := startDecider(t, nil)
-	for _, deadline := range []time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(-time.Hour), time.UnixMilli(0)} {
+	// (Timbus-Deadline 0 counts as malformed, so it is answered:
+	// protocol.ParseDeadline; 1 is the earliest deadline there is.)
+	for _, deadline := range []time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(-time.Hour), time.UnixMilli(1)} {
 		req := callback(testApp, sampleBody(t, "admin"), deadline)
 		rep, err := nc.RequestMsg(req, 200*time.Millisecond)
 		if !errors.Is(err, nats.ErrTimeout) {

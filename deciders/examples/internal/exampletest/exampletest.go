@@ -134,6 +134,10 @@ func Run(t testing.TB, env []string, dir, name string, args ...string) *Process 
 	cmd.Env = append(cmd.Environ(), env...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	// A grandchild that keeps the output pipes open must not hold Wait
+	// forever; the process group lets Stop reach such grandchildren too.
+	cmd.WaitDelay = 5 * time.Second
+	ownProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -148,18 +152,19 @@ func Run(t testing.TB, env []string, dir, name string, args ...string) *Process 
 	return p
 }
 
-// Stop sends SIGTERM (SIGKILL after grace) and waits for the process to end.
+// Stop sends SIGTERM (SIGKILL after grace) to the process and everything it
+// started, and waits for the process to end.
 func (p *Process) Stop(grace time.Duration) {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(terminate)
+	signalGroup(p.cmd, terminate)
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
+		signalGroup(p.cmd, kill)
 		<-p.done
 	}
 }
