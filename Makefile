@@ -40,6 +40,7 @@ help:
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
 	$(GO) build -trimpath -o $(BIN)/officialaccount-decider ./deciders/examples/go-officialaccount
+	$(GO) build -trimpath -o $(BIN)/groupfilter-decider ./deciders/examples/go-groupfilter
 
 # The decider connects with retries, so it may start before the bridge's
 # embedded NATS server is up; both stop together on Ctrl-C.

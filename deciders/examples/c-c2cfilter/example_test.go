@@ -393,3 +393,9 @@ func TestC2CFilter_StopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("request after stop: %v, want nats.ErrNoResponders", err)
 	}
 }
+
+// The conformance kit passes against the decider.
+func TestC2CFilter_Conforms(t *testing.T) {
+	e, _ := startDecider(t)
+	e.Conform(t, command)
+}

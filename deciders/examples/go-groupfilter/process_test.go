@@ -28,6 +28,7 @@ func TestProcess_ThroughBridge(t *testing.T) {
 	})
 	p := exampletest.Run(t, []string{"NATS_URL=" + e.NATSURL}, ".", bin)
 	e.WaitForDecider(t, command, 20*time.Second)
+	e.Conform(t, command)
 
 	tests := []struct {
 		name string

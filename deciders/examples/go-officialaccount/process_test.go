@@ -36,6 +36,7 @@ func TestProcess_ThroughBridge(t *testing.T) {
 	})
 	p := exampletest.Run(t, []string{"NATS_URL=" + e.NATSURL}, ".", bin, "--reserved", "admin,boss", "--log-level", "debug")
 	e.WaitForDecider(t, command, 20*time.Second)
+	e.Conform(t, command)
 
 	const defaultDeny = `{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":1}`
 	tests := []struct {

@@ -339,3 +339,9 @@ func TestGroupFilter_ConfigAndStop(t *testing.T) {
 		t.Fatalf("no clean stop after SIGTERM:\n%s", out)
 	}
 }
+
+// The conformance kit passes against the decider.
+func TestGroupFilter_Conforms(t *testing.T) {
+	e, _, _ := setup(t)
+	e.Conform(t, command)
+}

@@ -55,6 +55,8 @@ func TestDecider(t *testing.T) {
 	})
 	p, marker := runDecider(t, env, bin)
 	env.WaitForDecider(t, command, 15*time.Second)
+	// Tencent's sample passes the conformance kit.
+	env.Conform(t, command)
 
 	// One process, and it is nats itself: decider.sh has exec'd it.
 	var pid int

@@ -7,9 +7,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -104,7 +107,11 @@ func (e *Env) WaitForDecider(t testing.TB, command string, total time.Duration) 
 		body = b
 	}
 	for {
-		_, err := e.nc.Request(subject, body, 500*time.Millisecond)
+		msg := nats.NewMsg(subject)
+		msg.Data = body
+		msg.Header = protocol.Request{RequestID: "wait-for-decider", SdkAppID: SdkAppID, Command: command,
+			Deadline: time.Now().Add(time.Second)}.Header()
+		_, err := e.nc.RequestMsg(msg, 500*time.Millisecond)
 		if err == nil {
 			return
 		}
@@ -197,4 +204,40 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+var (
+	buildOnce sync.Once
+	timbusBin string
+	buildErr  error
+)
+
+// Conform runs `timbus conform` (built from this repository) against the
+// deciders on the env's NATS server for command, and fails the test unless
+// every check passes.
+func (e *Env) Conform(t testing.TB, command string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "timbus-conform")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		timbusBin = filepath.Join(dir, "timbus")
+		out, err := exec.Command("go", "build", "-o", timbusBin, "github.com/timbus-dev/timbus/cmd/timbus").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build timbus: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, timbusBin, "conform", "--nats-url", e.NATSURL,
+		"--sdkappid", SdkAppID, "--command", command).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1 passed, 0 failed") {
+		t.Fatalf("timbus conform --command %s: %v\n%s", command, err, out)
+	}
+	return string(out)
 }
