@@ -50,8 +50,10 @@ type option struct {
 	// list options take comma-separated values, or a YAML list in the file;
 	// a repeated flag adds to the list.
 	list bool
-	set  func(*serveConfig, string) error
-	get  func(*serveConfig) string // the value as text, to show defaults in help
+	// boolean options may be given as a bare flag (--require-deciders).
+	boolean bool
+	set     func(*serveConfig, string) error
+	get     func(*serveConfig) string // the value as text, to show defaults in help
 }
 
 // configOption names the config file. It has no file key of its own.
@@ -104,13 +106,31 @@ var serveOptions = []option{
 		func(c *serveConfig) *string { return &c.bridge.AuditStream.Name }),
 	stringOption("events-stream", "NAME", "JetStream stream that must acknowledge each after callback before Tencent gets its OK; retention in streams.events",
 		func(c *serveConfig) *string { return &c.bridge.EventsStream.Name }),
+	stringOption("metrics-listen", "ADDR", "serve /metrics, /healthz and /readyz on this address instead of --listen",
+		func(c *serveConfig) *string { return &c.bridge.MetricsListen }),
+	boolOption("require-deciders", "/readyz reports not ready while a before command in use has no live decider (discovered as a NATS service)",
+		func(c *serveConfig) *bool { return &c.bridge.RequireDeciders }),
+	durationOption("drain-delay", "on SIGTERM, report not ready for this long before closing the listener, for load balancers",
+		func(c *serveConfig) *time.Duration { return &c.bridge.DrainDelay }),
+	intOption("max-inflight", "N", "callbacks decided at once; past it they get the default at once (outcome shed); 0 means no cap",
+		func(c *serveConfig) *int { return &c.bridge.MaxInflight }),
+	boolOption("breaker", "per-command circuit breaker: when deciders keep failing, answer the default at once for a cool-down",
+		func(c *serveConfig) *bool { return &c.bridge.Breaker.Enabled }),
+	durationOption("breaker-window", "window in which the breaker counts failures",
+		func(c *serveConfig) *time.Duration { return &c.bridge.Breaker.Window }),
+	intOption("breaker-min-requests", "N", "decisions in the window before the breaker may open",
+		func(c *serveConfig) *int { return &c.bridge.Breaker.MinRequests }),
+	floatOption("breaker-failure-ratio", "RATIO", "share of failed decisions (timeouts, errors, invalid replies) that opens the breaker",
+		func(c *serveConfig) *float64 { return &c.bridge.Breaker.FailureRatio }),
+	durationOption("breaker-cooldown", "how long an open breaker answers the default before probing again",
+		func(c *serveConfig) *time.Duration { return &c.bridge.Breaker.Cooldown }),
 	choiceOption("log-level", "LEVEL", []string{"debug", "info", "warn", "error"},
 		func(c *serveConfig) *string { return &c.logLevel }),
 	choiceOption("log-format", "FORMAT", []string{"json", "console"},
 		func(c *serveConfig) *string { return &c.logFormat }),
-	bytesOption("max-body-size", "largest callback body accepted, in bytes; larger ones get 413",
+	intOption("max-body-size", "BYTES", "largest callback body accepted, in bytes; larger ones get 413",
 		func(c *serveConfig) *int { return &c.bridge.MaxBodySize }),
-	bytesOption("max-header-size", "largest request line and headers accepted, in bytes",
+	intOption("max-header-size", "BYTES", "largest request line and headers accepted, in bytes",
 		func(c *serveConfig) *int { return &c.bridge.MaxHeaderSize }),
 	durationOption("read-timeout", "time allowed to read a whole request",
 		func(c *serveConfig) *time.Duration { return &c.bridge.ReadTimeout }),
@@ -136,18 +156,48 @@ func stringOption(name, arg, usage string, field func(*serveConfig) *string) opt
 	}
 }
 
-func bytesOption(name, usage string, field func(*serveConfig) *int) option {
+func boolOption(name, usage string, field func(*serveConfig) *bool) option {
 	return option{
-		name: name, arg: "BYTES", usage: usage,
+		name: name, usage: usage, boolean: true,
+		set: func(c *serveConfig, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			*field(c) = b
+			return nil
+		},
+		get: func(c *serveConfig) string { return strconv.FormatBool(*field(c)) },
+	}
+}
+
+func intOption(name, arg, usage string, field func(*serveConfig) *int) option {
+	return option{
+		name: name, arg: arg, usage: usage,
 		set: func(c *serveConfig, v string) error {
 			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
-				return errors.New("want a whole number of bytes")
+				return errors.New("want a whole number")
 			}
 			*field(c) = n
 			return nil
 		},
 		get: func(c *serveConfig) string { return strconv.Itoa(*field(c)) },
+	}
+}
+
+func floatOption(name, arg, usage string, field func(*serveConfig) *float64) option {
+	return option{
+		name: name, arg: arg, usage: usage,
+		set: func(c *serveConfig, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return errors.New("want a number")
+			}
+			*field(c) = f
+			return nil
+		},
+		get: func(c *serveConfig) string { return strconv.FormatFloat(*field(c), 'g', -1, 64) },
 	}
 }
 
@@ -261,13 +311,18 @@ func parseServeFlags(args []string) (map[string]string, error) {
 	given := map[string]string{}
 	fs.Func(configOption, "", func(v string) error { given[configOption] = v; return nil })
 	for _, opt := range serveOptions {
-		fs.Func(opt.name, opt.usage, func(v string) error {
+		record := func(v string) error {
 			if prev, ok := given[opt.name]; ok && opt.list {
 				v = prev + "," + v
 			}
 			given[opt.name] = v
 			return nil
-		})
+		}
+		if opt.boolean {
+			fs.BoolFunc(opt.name, opt.usage, record)
+		} else {
+			fs.Func(opt.name, opt.usage, record)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

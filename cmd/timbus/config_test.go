@@ -393,7 +393,7 @@ func TestServeHelp(t *testing.T) {
 func optionNames() []string {
 	return []string{
 		"listen", "path", "nats-url", "nats-listen", "sdkappid", "timeout", "default",
-		"subject-prefix", "token", "sign-window", "allow-cidr", "trusted-proxy", "proxy-header", "shadow-prefix", "nats-store", "audit-stream", "events-stream", "log-level", "log-format", "max-body-size", "max-header-size", "read-timeout", "write-timeout", "idle-timeout",
+		"subject-prefix", "token", "sign-window", "allow-cidr", "trusted-proxy", "proxy-header", "shadow-prefix", "nats-store", "audit-stream", "events-stream", "metrics-listen", "require-deciders", "drain-delay", "max-inflight", "breaker", "breaker-window", "breaker-min-requests", "breaker-failure-ratio", "breaker-cooldown", "log-level", "log-format", "max-body-size", "max-header-size", "read-timeout", "write-timeout", "idle-timeout",
 	}
 }
 
@@ -407,5 +407,41 @@ func TestServeOptionsAreTheDocumentedFlags(t *testing.T) {
 	}
 	if got := envName("nats-url"); got != "TIMBUS_NATS_URL" {
 		t.Errorf("envName(nats-url) = %q", got)
+	}
+}
+
+// TestServeConfigOperations covers the production settings: bare boolean
+// flags, numbers and durations from each layer, and the streams section.
+func TestServeConfigOperations(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("TIMBUS_MAX_INFLIGHT", "500")
+	t.Setenv("TIMBUS_BREAKER", "true")
+	file := writeFile(t, "timbus.yaml", "sdkappid: 1\nbreaker-cooldown: 7s\nrequire-deciders: false\n"+
+		"nats-url: nats://n:4222\naudit-stream: AUDIT\nstreams:\n  audit: {max_age: 48h, replicas: 3}\n")
+	cfg, err := loadServeConfig([]string{"--config", file, "--require-deciders", "--drain-delay", "3s",
+		"--breaker-failure-ratio", "0.25", "--metrics-listen", "127.0.0.1:9100", "--shadow-prefix", "v2"}, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.bridge
+	if !b.RequireDeciders || b.DrainDelay != 3*time.Second || b.MaxInflight != 500 || !b.Breaker.Enabled ||
+		b.Breaker.Cooldown != 7*time.Second || b.Breaker.FailureRatio != 0.25 || b.Breaker.Window != 10*time.Second ||
+		b.MetricsListen != "127.0.0.1:9100" || b.ShadowPrefix != "v2" {
+		t.Errorf("settings: %+v", b)
+	}
+	if b.AuditStream.Name != "AUDIT" || b.AuditStream.MaxAge != 48*time.Hour || b.AuditStream.Replicas != 3 {
+		t.Errorf("audit stream: %+v", b.AuditStream)
+	}
+	if _, err := bridge.New(b); err != nil {
+		t.Errorf("the bridge refuses the configuration: %v", err)
+	}
+	for _, bad := range [][]string{
+		{"--sdkappid", "1", "--max-inflight", "many"},
+		{"--sdkappid", "1", "--require-deciders=maybe"},
+		{"--sdkappid", "1", "--breaker-failure-ratio", "x"},
+	} {
+		if _, err := loadServeConfig(bad, os.LookupEnv); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
 	}
 }
