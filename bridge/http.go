@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
 	"github.com/timbus-dev/timbus/bridge/catalog"
@@ -361,17 +360,17 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 // Tencent repeated.
 var errDuplicateEvent = errors.New("duplicate delivery: the events stream already holds it")
 
+// logCallback writes the callback's one log line, at info whatever the
+// outcome: at warn level an operator sees no per-callback lines, and
+// failures are counted in the metrics instead.
 func (b *Bridge) logCallback(id []byte, rt *route, res result, start time.Time) {
-	level := zerolog.InfoLevel
-	if res.outcome == OutcomeInvalidReply || res.outcome == OutcomeDeciderError || res.outcome == OutcomeNATSError {
-		level = zerolog.WarnLevel
-	}
-	e := b.log.WithLevel(level)
+	e := b.log.Info()
 	if e == nil {
 		return
 	}
 	e = e.Bytes(logKeyRequestID, id).Str(logKeySdkAppID, rt.app).Str(logKeyCommand, rt.command.Name).
-		Str(logKeyOutcome, string(res.outcome)).Int(logKeyCode, res.code).Float64(logKeyLatency, float64(time.Since(start).Microseconds())/1000)
+		Str(logKeyOutcome, string(res.outcome)).Int(logKeyCode, res.code).
+		Float64(logKeyLatency, float64(time.Since(start).Microseconds())/1000)
 	if res.err != nil {
 		e = e.AnErr(logKeyReason, res.err)
 	}
@@ -401,7 +400,7 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 	ctx.SetBody(answer)
 	b.metrics.reject(reason)
 	id := b.ids.appendNext(nil)
-	b.log.Warn().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
+	b.log.Info().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
 		Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)
 
 	e := b.audit.entry()

@@ -266,3 +266,31 @@ func TestBridge_DrainDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBridge_LogLevels: one info line per callback, whatever its outcome,
+// and none at warn level.
+func TestBridge_LogLevels(t *testing.T) {
+	tb := startBridge(t, nil)
+	decider(t, tb.nc, decideOA, replyWith(`garbage`))
+	post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))                                                   // invalid_reply
+	post(t, tb.callbackURL("Group.CallbackBeforeCreateGroup"), sample(t, "Group.CallbackBeforeCreateGroup")) // no_deciders
+	post(t, tb.base+"/?SdkAppid=9&CallbackCommand="+oaCreate, sample(t, oaCreate))                           // rejected
+	var perCallback int
+	waitFor(t, 2*time.Second, func() error {
+		perCallback = 0
+		for _, l := range tb.logs.lines() {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) != nil || m["outcome"] == nil {
+				continue
+			}
+			perCallback++
+			if m["level"] != "info" {
+				t.Errorf("per-callback line at %v: %s", m["level"], l)
+			}
+		}
+		if perCallback != 3 {
+			return errNotYet
+		}
+		return nil
+	})
+}
