@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -259,7 +260,8 @@ func JudgeReply(cmd *catalog.Command, reply *nats.Msg) (Outcome, int, error) {
 		return OutcomeNoDeciders, 0, nats.ErrNoResponders
 	}
 	if desc := reply.Header.Get(protocol.HeaderServiceError); desc != "" || reply.Header.Get(protocol.HeaderServiceErrorCode) != "" {
-		return OutcomeDeciderError, 0, fmt.Errorf("decider error %s: %s", reply.Header.Get(protocol.HeaderServiceErrorCode), desc)
+		return OutcomeDeciderError, 0, errors.New(strings.TrimSpace("decider reported an error: " +
+			reply.Header.Get(protocol.HeaderServiceErrorCode) + " " + desc))
 	}
 	code, err := cmd.ValidateReply(reply.Data)
 	if err != nil {

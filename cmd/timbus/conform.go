@@ -275,22 +275,31 @@ func (c *conformer) check(p conformPlan) conformRow {
 	row.answered = true
 	data := string(reply.Data)
 	row.Reply = &data
-	desc, code := reply.Header.Get(protocol.HeaderServiceError), reply.Header.Get(protocol.HeaderServiceErrorCode)
-	if desc != "" || code != "" {
-		row.Reason = strings.TrimSpace("decider reported an error: " + code + " " + desc)
-		return row
-	}
-	errorCode, err := p.command.ValidateReply(reply.Data)
-	if err != nil {
-		reason := err.Error()
-		if re, ok := errors.AsType[*catalog.ReplyError](err); ok {
-			reason = re.Reason
-		}
-		row.Reason = "invalid reply: " + reason
+	outcome, errorCode, reason := judgeReply(p.command, reply)
+	if outcome != bridge.OutcomeDecided {
+		row.Reason = reason
 		return row
 	}
 	row.Result, row.Code = resultPass, &errorCode
 	return row
+}
+
+// judgeReply reads a decider's reply exactly as the bridge does, and says
+// why in words for people when it is not a valid verdict.
+func judgeReply(cmd *catalog.Command, reply *nats.Msg) (bridge.Outcome, int, string) {
+	outcome, code, err := bridge.JudgeReply(cmd, reply)
+	switch {
+	case err == nil:
+		return outcome, code, ""
+	case outcome == bridge.OutcomeInvalidReply:
+		reason := err.Error()
+		if re, ok := errors.AsType[*catalog.ReplyError](err); ok {
+			reason = re.Reason
+		}
+		return outcome, 0, "invalid reply: " + reason
+	default:
+		return outcome, 0, err.Error()
+	}
 }
 
 type conformSummary struct {

@@ -295,18 +295,9 @@ func (r *replayer) replay(rec *protocol.AuditRecord) (replayRow, error) {
 // judge reads a reply as the bridge does.
 func (r *replayer) judge(cmd *catalog.Command, reply *nats.Msg, now *replayedVerdict) {
 	now.Decider = reply.Header.Get(protocol.HeaderDecider)
-	desc, code := reply.Header.Get(protocol.HeaderServiceError), reply.Header.Get(protocol.HeaderServiceErrorCode)
-	if desc != "" || code != "" {
-		now.Outcome, now.Reason = "decider_error", strings.TrimSpace("decider reported an error: "+code+" "+desc)
-		return
-	}
-	errorCode, err := cmd.ValidateReply(reply.Data)
-	if err != nil {
-		reason := err.Error()
-		if re, ok := errors.AsType[*catalog.ReplyError](err); ok {
-			reason = re.Reason
-		}
-		now.Outcome, now.Reason = "invalid_reply", "invalid reply: "+reason
+	outcome, errorCode, reason := judgeReply(cmd, reply)
+	if outcome != bridge.OutcomeDecided {
+		now.Outcome, now.Reason = string(outcome), reason
 		return
 	}
 	now.Outcome, now.Code, now.Answer = outcomeDecided, &errorCode, reply.Data
