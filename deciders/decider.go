@@ -488,7 +488,7 @@ func checkPattern(p string) error {
 			wild = true
 		case t == "*":
 			wild = true
-		case !validToken(t):
+		case !catalog.ValidToken(t):
 			return fmt.Errorf("%w: %q: want <Family>.<Command> of letters, digits and '_', or a pattern with * and >", ErrCommand, p)
 		}
 	}
@@ -508,18 +508,6 @@ func checkPattern(p string) error {
 	return nil
 }
 
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
 
 // overlap reports whether some subject matches both patterns.
 func overlap(a, b string) bool {

@@ -255,10 +255,12 @@ func Unlisted(name string) *Command {
 // safe as two NATS subject tokens.
 func ValidName(name string) bool {
 	family, cmd, ok := strings.Cut(name, ".")
-	return ok && len(name) <= 128 && validToken(family) && validToken(cmd)
+	return ok && len(name) <= 128 && ValidToken(family) && ValidToken(cmd)
 }
 
-func validToken(s string) bool {
+// ValidToken reports whether s can be one part of a command name: ASCII
+// letters, digits and underscores.
+func ValidToken(s string) bool {
 	if s == "" {
 		return false
 	}
