@@ -508,7 +508,6 @@ func checkPattern(p string) error {
 	return nil
 }
 
-
 // overlap reports whether some subject matches both patterns.
 func overlap(a, b string) bool {
 	at, bt := strings.Split(a, "."), strings.Split(b, ".")
