@@ -14,8 +14,11 @@ const HeaderTraceparent = "traceparent"
 const traceparentLen = 55
 
 // appendTraceparent appends the traceparent for the decide request: the
-// incoming trace id and flags with a new span id, or a new sampled trace when
-// the incoming value is missing or malformed.
+// incoming trace id and flags with a new span id, or a new trace when the
+// incoming value is missing or malformed. A trace timbus starts is not marked
+// sampled: the sampling decision belongs to whoever records traces, and a
+// sampled traceparent makes every NATS server on the way parse the headers
+// of every message for its own message tracing.
 func appendTraceparent(dst, incoming []byte) []byte {
 	var span [8]byte
 	putRandom(span[:])
@@ -30,7 +33,7 @@ func appendTraceparent(dst, incoming []byte) []byte {
 	dst = hex.AppendEncode(dst, trace[:])
 	dst = append(dst, '-')
 	dst = hex.AppendEncode(dst, span[:])
-	return append(dst, "-01"...)
+	return append(dst, "-00"...)
 }
 
 func putRandom(b []byte) {
