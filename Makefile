@@ -19,12 +19,12 @@ FUZZTIME      ?= 2m
 
 # What the example deciders need: Debian packages (C and shell examples), npm
 # packages (Node example) and the nats CLI (shell example).
-APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq
+APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq wrk
 NATSCLI      := github.com/nats-io/natscli/nats@v0.5.0
 NODE_EXAMPLE := deciders/examples/node-groupfilter
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test unit fuzz-short fuzz bench lint clean help deps deps-apt deps-node deps-natscli
+.PHONY: all build run test unit fuzz-short fuzz bench bench-go lint clean help deps deps-apt deps-node deps-natscli
 
 all: lint test build
 
@@ -35,7 +35,8 @@ help:
 	@echo "make build  binaries in $(BIN)/"
 	@echo "make lint   gofmt and go vet"
 	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
-	@echo "make bench  benchmarks with -benchmem"
+	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~3.5 min; BENCH_FLAGS=--quick)"
+	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
@@ -95,7 +96,23 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
-bench:
+# End-to-end speed benchmark (cmd/timbus-bench), on 127.0.0.1 only: wrk against
+# raw fasthttp, raw NATS request-reply, timbus with embedded and with external
+# NATS, and a naive hand-written bridge, interleaved with raw-http runs so that
+# only ratios measured side by side count. Flags go in BENCH_FLAGS, e.g.
+# make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~30 s).
+NATS_SERVER := github.com/nats-io/nats-server/v2@v2.15.2
+BENCH_FLAGS ?=
+
+bench: build deps-apt $(BIN)/nats-server
+	$(GO) build -trimpath -o $(BIN)/timbus-bench ./cmd/timbus-bench
+	$(BIN)/timbus-bench --timbus $(BIN)/timbus --nats-server $(BIN)/nats-server $(BENCH_FLAGS)
+
+$(BIN)/nats-server:
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install $(NATS_SERVER)
+
+# The Go micro-benchmarks (in-process hot path, e.g. bridge/bench_test.go).
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 lint:

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Floors the project aims at (see the README). They are reported, and only
+// enforced with --strict.
+const (
+	floorEmbedded = 0.42                 // timbus-embedded / raw-http at 64 connections
+	floorExternal = 0.36                 // timbus-external / raw-http
+	floorNaive    = 1.25                 // timbus / naive
+	floorHalfP99  = 5 * time.Millisecond // p99 at half of timbus's own throughput
+)
+
+type report struct {
+	cfg      benchConfig
+	started  time.Time
+	elapsed  time.Duration
+	runs     []runRecord
+	profiled *runRecord
+}
+
+func (r *report) runsOf(setup string) []runRecord {
+	var out []runRecord
+	for _, x := range r.runs {
+		if x.Setup == setup {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (r *report) median(setup string, f func(runRecord) float64) float64 {
+	var xs []float64
+	for _, x := range r.runsOf(setup) {
+		xs = append(xs, f(x))
+	}
+	return median(xs)
+}
+
+// ratio is a throughput ratio over the rounds: its median and range.
+type ratio struct {
+	Name   string  `json:"name"`
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"rounds"`
+}
+
+func ratioOf(name string, xs []float64) ratio {
+	if len(xs) == 0 {
+		return ratio{Name: name}
+	}
+	return ratio{Name: name, Median: median(xs), Min: slices.Min(xs), Max: slices.Max(xs), N: len(xs)}
+}
+
+// ratios are the comparisons that count. Each setup's throughput is taken
+// relative to the raw-http runs around it; two setups are compared round by
+// round through those relative numbers, so that drift of the host cancels.
+func (r *report) ratios() []ratio {
+	index := func(setup string) map[int]float64 {
+		m := map[int]float64{}
+		for _, x := range r.runsOf(setup) {
+			if x.Index > 0 {
+				m[x.Round] = x.Index
+			}
+		}
+		return m
+	}
+	vsRaw := func(setup string) []float64 {
+		var xs []float64
+		for _, x := range r.runsOf(setup) {
+			if x.Index > 0 {
+				xs = append(xs, x.Index)
+			}
+		}
+		return xs
+	}
+	pair := func(a, b string) []float64 {
+		ia, ib := index(a), index(b)
+		var xs []float64
+		for round, x := range ia {
+			if y, ok := ib[round]; ok && y > 0 {
+				xs = append(xs, x/y)
+			}
+		}
+		return xs
+	}
+	has := func(s string) bool { return slices.Contains(r.cfg.setups, s) }
+	var out []ratio
+	for _, s := range r.cfg.setups {
+		out = append(out, ratioOf(s+" / "+setupRawHTTP, vsRaw(s)))
+	}
+	for _, t := range []string{setupEmbedded, setupExternal} {
+		for _, other := range []string{setupRawNATS, setupNaive} {
+			if has(t) && has(other) {
+				out = append(out, ratioOf(t+" / "+other, pair(t, other)))
+			}
+		}
+	}
+	return out
+}
+
+// floor is one target and whether it was met.
+type floor struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Target float64 `json:"target"`
+	AtMost bool    `json:"at_most,omitempty"` // the value must not exceed the target
+	Met    bool    `json:"met"`
+}
+
+func (f floor) String() string {
+	state := "met"
+	if !f.Met {
+		state = "MISSED"
+	}
+	if f.AtMost {
+		return fmt.Sprintf("%-40s %8.2f ms   target ≤ %.2f ms   %s", f.Name, f.Value, f.Target, state)
+	}
+	return fmt.Sprintf("%-40s %8.3f      target ≥ %.2f      %s", f.Name, f.Value, f.Target, state)
+}
+
+func (r *report) floors() []floor {
+	var out []floor
+	for _, x := range r.ratios() {
+		var target float64
+		switch {
+		case x.Name == setupEmbedded+" / "+setupRawHTTP:
+			target = floorEmbedded
+		case x.Name == setupExternal+" / "+setupRawHTTP:
+			target = floorExternal
+		case strings.HasSuffix(x.Name, " / "+setupNaive):
+			target = floorNaive
+		default:
+			continue
+		}
+		out = append(out, floor{Name: x.Name, Value: x.Median, Target: target, Met: x.Median >= target})
+	}
+	for _, h := range r.halfLoads() {
+		target := float64(floorHalfP99) / float64(time.Millisecond)
+		out = append(out, floor{Name: "p99 of " + h.Setup + " at half its max", Value: h.P99, Target: target, AtMost: true, Met: h.P99 <= target})
+	}
+	return out
+}
+
+func (r *report) missedFloors() []string {
+	var out []string
+	for _, f := range r.floors() {
+		if !f.Met {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
+func (r *report) invalidRuns() []runRecord {
+	var out []runRecord
+	for _, x := range r.runs {
+		if x.Problem != "" {
+			out = append(out, x)
+		}
+	}
+	if r.profiled != nil && r.profiled.Problem != "" {
+		out = append(out, *r.profiled)
+	}
+	return out
+}
+
+// halfSummary sums up a setup's open-loop runs at half its throughput.
+// Latencies in milliseconds.
+type halfSummary struct {
+	Setup  string  `json:"setup"`
+	Rounds int     `json:"rounds"`
+	Rate   float64 `json:"rate"` // median of the rates
+	P50    float64 `json:"p50_ms"`
+	P90    float64 `json:"p90_ms"`
+	P99    float64 `json:"p99_ms"`
+	P99Min float64 `json:"p99_ms_min"`
+	P99Max float64 `json:"p99_ms_max"`
+	P999   float64 `json:"p99_9_ms"`
+	// RawHTTPP99 is the p99 of raw-http at the same rate in the last round:
+	// what the load generator and the HTTP hop alone cost.
+	RawHTTPP99  float64 `json:"raw_http_same_rate_p99_ms,omitempty"`
+	RawHTTPP999 float64 `json:"raw_http_same_rate_p99_9_ms,omitempty"`
+}
+
+func (r *report) halfLoads() []halfSummary {
+	var out []halfSummary
+	for _, s := range r.cfg.halfLoad {
+		h := halfSummary{Setup: s}
+		var rate, p50, p90, p99, p999 []float64
+		for i, x := range r.runs {
+			if x.Setup != s || x.Half == nil {
+				continue
+			}
+			rate, p50, p90 = append(rate, x.Half.TargetRate), append(p50, x.Half.P50/1e3), append(p90, x.Half.P90/1e3)
+			p99, p999 = append(p99, x.Half.P99/1e3), append(p999, x.Half.P999/1e3)
+			if i+1 < len(r.runs) && r.runs[i+1].Setup == setupRawHTTP && r.runs[i+1].Half != nil {
+				h.RawHTTPP99, h.RawHTTPP999 = round3(r.runs[i+1].Half.P99/1e3), round3(r.runs[i+1].Half.P999/1e3)
+			}
+		}
+		if len(p99) == 0 {
+			continue
+		}
+		h.Rounds = len(p99)
+		h.Rate = math.Round(median(rate))
+		h.P50, h.P90, h.P99, h.P999 = round3(median(p50)), round3(median(p90)), round3(median(p99)), round3(median(p999))
+		h.P99Min, h.P99Max = round3(slices.Min(p99)), round3(slices.Max(p99))
+		out = append(out, h)
+	}
+	return out
+}
+
+// ms formats microseconds as milliseconds.
+func ms(us float64) string { return fmt.Sprintf("%.2fms", us/1e3) }
+
+// setupSummary is a setup's medians over its runs.
+type setupSummary struct {
+	Setup  string  `json:"setup"`
+	Runs   int     `json:"runs"`
+	RPS    float64 `json:"rps"`
+	P50    float64 `json:"p50_ms"`
+	P99    float64 `json:"p99_ms"`
+	P999   float64 `json:"p99_9_ms"`
+	VsRaw  float64 `json:"vs_raw_http,omitempty"`
+	VsLow  float64 `json:"vs_raw_http_min,omitempty"`
+	VsHigh float64 `json:"vs_raw_http_max,omitempty"`
+}
+
+func (r *report) summaries() []setupSummary {
+	var out []setupSummary
+	byName := map[string]ratio{}
+	for _, x := range r.ratios() {
+		byName[x.Name] = x
+	}
+	for _, s := range append([]string{setupRawHTTP}, r.cfg.setups...) {
+		sum := setupSummary{
+			Setup: s,
+			Runs:  len(r.runsOf(s)),
+			RPS:   math.Round(r.median(s, func(x runRecord) float64 { return x.RPS })),
+			P50:   round3(r.median(s, func(x runRecord) float64 { return x.P50 }) / 1e3),
+			P99:   round3(r.median(s, func(x runRecord) float64 { return x.P99 }) / 1e3),
+			P999:  round3(r.median(s, func(x runRecord) float64 { return x.P999 }) / 1e3),
+		}
+		if x, ok := byName[s+" / "+setupRawHTTP]; ok && x.N > 0 {
+			sum.VsRaw, sum.VsLow, sum.VsHigh = round3(x.Median), round3(x.Min), round3(x.Max)
+		}
+		out = append(out, sum)
+	}
+	return out
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+func (r *report) print(w io.Writer) {
+	c := r.cfg
+	fmt.Fprintf(w, "\ntimbus-bench: %s, %d round(s), %s runs, %d connections, %d wrk threads, %d CPUs, %s; took %s\n\n",
+		c.timbusVer, c.rounds, c.duration, c.connections, c.threads, runtime.NumCPU(), runtime.Version(), r.elapsed.Round(time.Second))
+	fmt.Fprintln(w, "| setup | req/s | p50 | p99 | p99.9 | vs raw-http |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: |")
+	for _, s := range r.summaries() {
+		vs := "1"
+		if s.Setup != setupRawHTTP {
+			vs = fmt.Sprintf("%.3f (%.3f–%.3f)", s.VsRaw, s.VsLow, s.VsHigh)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.2f ms | %.2f ms | %.2f ms | %s |\n", s.Setup, s.RPS, s.P50, s.P99, s.P999, vs)
+	}
+	fmt.Fprintln(w, "\nMedians over the rounds; \"vs raw-http\" is each run's req/s over the mean of the raw-http runs right before and after it (range in brackets).")
+	fmt.Fprintln(w, "\nRatios (median over rounds, range in brackets):")
+	for _, x := range r.ratios() {
+		fmt.Fprintf(w, "  %-34s %.3f  (%.3f–%.3f, %d round(s))\n", x.Name, x.Median, x.Min, x.Max, x.N)
+	}
+	if halves := r.halfLoads(); len(halves) > 0 {
+		fmt.Fprintln(w, "\nOpen-loop at half the throughput just measured, on the same processes (medians over rounds; wrk2-style:")
+		fmt.Fprintln(w, "a request delayed by a busy connection counts from its scheduled time). raw-http at the same rate, in the")
+		fmt.Fprintln(w, "last round, shows what the load generator and the HTTP hop alone cost.")
+		fmt.Fprintln(w, "\n| setup | req/s | p50 | p90 | p99 | p99.9 | raw-http p99 at that rate |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+		for _, h := range halves {
+			fmt.Fprintf(w, "| %s | %.0f | %.2f ms | %.2f ms | %.2f ms (%.2f–%.2f) | %.2f ms | %.2f ms |\n",
+				h.Setup, h.Rate, h.P50, h.P90, h.P99, h.P99Min, h.P99Max, h.P999, h.RawHTTPP99)
+		}
+	}
+	fmt.Fprintln(w, "\nFloors:")
+	for _, f := range r.floors() {
+		fmt.Fprintln(w, "  "+f.String())
+	}
+	fmt.Fprintln(w)
+}
+
+// machineResult is the JSON line: everything needed to update the README.
+type machineResult struct {
+	Version  int            `json:"version"`
+	Date     string         `json:"date"`
+	Host     map[string]any `json:"host"`
+	Config   map[string]any `json:"config"`
+	Setups   []setupSummary `json:"setups"`
+	Ratios   []ratio        `json:"ratios"`
+	HalfLoad []halfSummary  `json:"half_load,omitempty"`
+	Floors   []floor        `json:"floors"`
+	Runs     []runRecord    `json:"runs"`
+	Profiled *runRecord     `json:"profiled,omitempty"`
+	Seconds  float64        `json:"seconds"`
+}
+
+func (r *report) machine() machineResult {
+	c := r.cfg
+	ratios := r.ratios()
+	for i := range ratios {
+		ratios[i].Median, ratios[i].Min, ratios[i].Max = round3(ratios[i].Median), round3(ratios[i].Min), round3(ratios[i].Max)
+	}
+	floors := r.floors()
+	for i := range floors {
+		floors[i].Value = round3(floors[i].Value)
+	}
+	return machineResult{
+		Version: 1,
+		Date:    r.started.UTC().Format(time.RFC3339),
+		Host:    map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH},
+		Config: map[string]any{
+			"rounds": c.rounds, "duration_s": c.duration.Seconds(), "warmup_s": c.warmup.Seconds(),
+			"connections": c.connections, "wrk_threads": c.threads, "nats_requesters": c.requesters,
+			"timbus_log_level": c.logLevel, "quick": c.quick, "timbus": c.timbusVer,
+		},
+		Setups:   r.summaries(),
+		Ratios:   ratios,
+		HalfLoad: r.halfLoads(),
+		Floors:   floors,
+		Runs:     r.runs,
+		Profiled: r.profiled,
+		Seconds:  math.Round(r.elapsed.Seconds()),
+	}
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/valyala/fasthttp"
+
+	"github.com/timbus-dev/timbus/bridge/catalog"
+)
+
+// What every setup is asked and answers.
+const (
+	benchApp     = "1400000001"
+	benchCommand = "OfficialAccount.CallbackBeforeCreateOfficialAccount"
+	// benchQuery is what Tencent appends to the callback URL.
+	benchQuery = "/?SdkAppid=" + benchApp + "&CallbackCommand=" + benchCommand +
+		"&contenttype=json&ClientIP=127.0.0.1&OptPlatform=RESTAPI"
+	// benchSubject is the bridge's subject for benchCommand.
+	benchSubject = "timbus.decide." + benchApp + "." + benchCommand
+	// deciderSubject is what the decider subscribes to, in deciderQueue.
+	deciderSubject = "timbus.decide.*.OfficialAccount.>"
+	deciderQueue   = "timbus-bench"
+	// deciderTimeout is how long the bridges wait for the decider; the
+	// bridge's default, too.
+	deciderTimeout = 1500 * time.Millisecond
+)
+
+// verdict is the decider's answer in every setup, and raw-http's.
+var verdict = []byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`)
+
+// callbackBody is Tencent's documented body of benchCommand, compacted as
+// Tencent sends it.
+func callbackBody() ([]byte, error) {
+	raw, ok := catalog.SampleRequest(benchCommand)
+	if !ok {
+		return nil, fmt.Errorf("no documented sample of %s", benchCommand)
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, raw); err != nil {
+		return nil, fmt.Errorf("sample of %s: %v", benchCommand, err)
+	}
+	return out.Bytes(), nil
+}
+
+// untilSignal returns a context that ends on SIGINT or SIGTERM, which is how
+// the benchmark stops its servers.
+func untilSignal(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+// serveHTTP serves h on addr until ctx ends. It prints "ready" on stdout once
+// the listener is open.
+func serveHTTP(ctx context.Context, addr string, h fasthttp.RequestHandler, name string, stdout io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &fasthttp.Server{Handler: h, Name: name}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	fmt.Fprintln(stdout, "ready")
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.ShutdownWithContext(stopCtx)
+	return nil
+}
+
+// runRawHTTP is the HTTP ceiling: fasthttp answering the fixed verdict, with
+// nothing in between.
+func runRawHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("raw-http", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	ctx, stop := untilSignal(ctx)
+	defer stop()
+	h := func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBody(verdict)
+	}
+	if err := serveHTTP(ctx, *listen, h, "raw-http", stdout); err != nil {
+		fmt.Fprintln(stderr, "raw-http:", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runDecider answers every decide request with the fixed verdict: a plain
+// QueueSubscribe, the simplest decider there is. It prints "ready" once its
+// subscription is registered with the server and, when stopped, "answered N".
+func runDecider(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("decider", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", nats.DefaultURL, "NATS server")
+	subject := fs.String("subject", deciderSubject, "subject to answer")
+	queue := fs.String("queue", deciderQueue, "queue group")
+	wait := fs.Duration("connect-timeout", 15*time.Second, "how long to keep trying to reach NATS")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	ctx, stop := untilSignal(ctx)
+	defer stop()
+	nc, err := nats.Connect(*url, nats.Name("timbus-bench-decider"),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		fmt.Fprintln(stderr, "decider:", err)
+		return exitFailure
+	}
+	defer nc.Close()
+	var answered atomic.Int64
+	_, err = nc.QueueSubscribe(*subject, *queue, func(m *nats.Msg) {
+		if m.Respond(verdict) == nil {
+			answered.Add(1)
+		}
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "decider:", err)
+		return exitFailure
+	}
+	// The subscription counts once the server has it: a flush round trip.
+	deadline := time.Now().Add(*wait)
+	for {
+		if err := nc.FlushTimeout(200 * time.Millisecond); err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			fmt.Fprintf(stderr, "decider: NATS at %s not reachable\n", *url)
+			return exitFailure
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	fmt.Fprintln(stdout, "ready")
+	<-ctx.Done()
+	nc.Close()
+	fmt.Fprintf(stdout, "answered %d\n", answered.Load())
+	return exitOK
+}
+
+// runNaive is the bridge a user would write by hand: take the body, ask
+// NATS with a timeout, pass the answer on. On any error it answers 503, so
+// that the load generator counts the failure (a real one would answer a
+// default verdict, which hides failures from a benchmark).
+func runNaive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("naive", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address")
+	url := fs.String("nats-url", nats.DefaultURL, "NATS server")
+	timeout := fs.Duration("timeout", deciderTimeout, "how long to wait for a decider")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	ctx, stop := untilSignal(ctx)
+	defer stop()
+	nc, err := nats.Connect(*url)
+	if err != nil {
+		fmt.Fprintln(stderr, "naive:", err)
+		return exitFailure
+	}
+	defer nc.Close()
+
+	// The naive bridge itself.
+	h := func(ctx *fasthttp.RequestCtx) {
+		c, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		subject := "timbus.decide." + string(ctx.QueryArgs().Peek("SdkAppid")) + "." + string(ctx.QueryArgs().Peek("CallbackCommand"))
+		reply, err := nc.RequestWithContext(c, subject, ctx.PostBody())
+		if err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBody(reply.Data)
+	}
+
+	if err := serveHTTP(ctx, *listen, h, "naive", stdout); err != nil {
+		fmt.Fprintln(stderr, "naive:", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// errBadAnswer is an answer other than the decider's verdict.
+var errBadAnswer = errors.New("answer is not the decider's verdict")
