@@ -37,7 +37,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		usageError(stderr, name, err)
 		return exitUsage
 	}
-	log := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	out := newAsyncLog(stderr, formatter(cfg.logFormat, stderr))
+	defer out.Close()
+	log := newLogger(out, cfg.logLevel)
 	cfg.bridge.Logger = log
 	b, err := bridge.New(cfg.bridge)
 	if err != nil {
@@ -74,19 +76,25 @@ func serve(ctx context.Context, b *bridge.Bridge, log zerolog.Logger) int {
 	return exitOK
 }
 
-// newLogger builds the service's logger. The level and format were checked
-// when the settings were read.
-func newLogger(w io.Writer, level, format string) zerolog.Logger {
+// newLogger builds the service's logger on w. The level was checked when the
+// settings were read.
+func newLogger(w io.Writer, level string) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
-	// The bridge logs from many goroutines, and w may be any writer.
-	out := zerolog.SyncWriter(w)
-	if format == "console" {
-		out = zerolog.ConsoleWriter{Out: out, NoColor: !isTerminal(w), TimeFormat: time.RFC3339}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// formatter returns how log lines are rendered on their way to out: as they
+// are (JSON), or for people. It runs on the log writer's goroutine.
+func formatter(format string, out io.Writer) func(io.Writer) io.Writer {
+	return func(w io.Writer) io.Writer {
+		if format == "console" {
+			return zerolog.ConsoleWriter{Out: w, NoColor: !isTerminal(out), TimeFormat: time.RFC3339}
+		}
+		return w
 	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
 }
 
 // isTerminal reports whether w is a terminal, so that colour codes do not end
