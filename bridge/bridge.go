@@ -112,7 +112,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.ns = ns
 		url = ns.ClientURL()
 	}
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.Name("timbus"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -125,7 +125,13 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.natsClosed) }),
-	)
+	}
+	if b.ns != nil {
+		// The bridge's own leg to its embedded server skips the network: no
+		// loopback socket, no syscalls per message.
+		opts = append(opts, nats.InProcessServer(b.ns))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: connect %s: %v", ErrNATS, url, err)

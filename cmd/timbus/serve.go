@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		usageError(stderr, name, err)
 		return exitUsage
+	}
+	if path := os.Getenv("TIMBUS_CPUPROFILE"); path != "" {
+		stopProfile, err := startCPUProfile(path)
+		if err != nil {
+			usageError(stderr, name, err)
+			return exitUsage
+		}
+		defer stopProfile()
 	}
 	out := newAsyncLog(stderr, formatter(cfg.logFormat, stderr))
 	defer out.Close()
@@ -74,6 +83,20 @@ func serve(ctx context.Context, b *bridge.Bridge, log zerolog.Logger) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// startCPUProfile writes a CPU profile of the whole run to path, for
+// finding where time goes under load (TIMBUS_CPUPROFILE; see make bench).
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("TIMBUS_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("TIMBUS_CPUPROFILE: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // newLogger builds the service's logger on w. The level was checked when the
