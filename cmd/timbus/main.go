@@ -3,6 +3,7 @@
 // Usage:
 //
 //	timbus serve [flags]      run the bridge
+//	timbus check [flags]      check the settings serve would run with, and exit
 //	timbus commands [flags]   list the callback commands and their subjects
 //	timbus conform [flags]    check deciders against the protocol before deploying them
 //	timbus audit [flags]      show the audit records of callbacks
@@ -52,6 +53,7 @@ type subcommand struct {
 func subcommands() []subcommand {
 	return []subcommand{
 		{"serve", "run the bridge between Tencent Cloud Chat and NATS", runServe},
+		{"check", "check the settings serve would run with (file, environment, flags) and exit", runCheck},
 		{"commands", "list the callback commands, their rules and NATS subjects", runCommands},
 		{"conform", "check your deciders' replies against the protocol, before deploying them", runConform},
 		{"audit", "show the audit records of callbacks, stored in a stream or as they happen", runAudit},
