@@ -24,7 +24,7 @@ NATSCLI      := github.com/nats-io/natscli/nats@v0.5.0
 NODE_EXAMPLE := deciders/examples/node-groupfilter
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test unit fuzz-short fuzz bench bench-go lint clean help deps deps-apt deps-node deps-natscli
+.PHONY: all build run test unit fuzz-short fuzz bench bench-go soak lint clean help deps deps-apt deps-node deps-natscli
 
 all: lint test build
 
@@ -37,6 +37,7 @@ help:
 	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
 	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~3.5 min; BENCH_FLAGS=--quick)"
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
+	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
@@ -110,6 +111,13 @@ bench: build deps-apt $(BIN)/nats-server
 
 $(BIN)/nats-server:
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install $(NATS_SERVER)
+
+# A bounded soak: steady load through a bridge while example decider processes
+# are restarted (drained or killed) every few seconds; asserts nothing is lost
+# or late and that goroutines and memory return to their baseline.
+# make soak TIMBUS_SOAK=10m for a longer run.
+soak:
+	TIMBUS_SOAK=$${TIMBUS_SOAK:-3m} $(GO) test -race -count=1 -run '^TestSoak$$' -timeout 30m -v ./bridge/
 
 # The Go micro-benchmarks (in-process hot path, e.g. bridge/bench_test.go).
 bench-go:

@@ -108,10 +108,10 @@ const auditRetries = 3
 // awaited by watchAcks.
 func (a *auditor) publishStream(subject, id string, data []byte) {
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: {id}}}
-	a.sendStream(msg, 0)
+	a.sendStream(msg)
 }
 
-func (a *auditor) sendStream(msg *nats.Msg, attempt int) {
+func (a *auditor) sendStream(msg *nats.Msg) {
 	fut, err := a.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(auditRetries))
 	if err != nil {
 		a.failed.Add(1)
@@ -121,7 +121,14 @@ func (a *auditor) sendStream(msg *nats.Msg, attempt int) {
 	a.acks <- fut
 }
 
-// watchAcks counts acknowledgements of stream publishes in order.
+// auditAckWait bounds the wait for a record's acknowledgement. A record
+// whose acknowledgement does not come (the stream's leader died with it, a
+// reconnection lost it) is sent again, with the same Nats-Msg-Id so that
+// the stream stores it once.
+const auditAckWait = 3 * time.Second
+
+// watchAcks counts acknowledgements of stream publishes in order, and sends
+// the records that got none, or an error, again.
 func (a *auditor) watchAcks(done chan<- struct{}) {
 	defer close(done)
 	for fut := range a.acks {
@@ -129,10 +136,26 @@ func (a *auditor) watchAcks(done chan<- struct{}) {
 		case <-fut.Ok():
 			a.published.Add(1)
 		case err := <-fut.Err():
-			a.failed.Add(1)
-			a.log.Warn().Err(err).Str("subject", fut.Msg().Subject).Msg("audit record not stored")
+			a.resend(fut.Msg(), err)
 		}
 	}
+}
+
+// resend publishes a record again and waits for its acknowledgement; it
+// gives up at once while NATS is disconnected, so that an outage does not
+// hold up the acknowledgements of the records behind it.
+func (a *auditor) resend(msg *nats.Msg, err error) {
+	for attempt := 0; attempt < auditRetries && a.nc.IsConnected(); attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), auditAckWait)
+		_, err = a.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(auditRetries))
+		cancel()
+		if err == nil {
+			a.published.Add(1)
+			return
+		}
+	}
+	a.failed.Add(1)
+	a.log.Warn().Err(err).Str("subject", msg.Subject).Msg("audit record not stored")
 }
 
 // entry returns an empty entry to fill.

@@ -116,7 +116,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		nats.Name("timbus"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectWait(500 * time.Millisecond),
 		nats.ConnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS connected") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil && !b.stopping.Load() {
@@ -275,6 +275,10 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		if err := b.srv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("bridge: stop HTTP: %w", err))
 		}
+		// ShutdownWithContext closes only the listeners Serve has registered;
+		// right after Start, Serve may not have run yet. Closing ln makes it
+		// return as soon as it does.
+		_ = b.ln.Close()
 		select {
 		case <-b.serveDone:
 			if b.serveErr != nil {
@@ -307,6 +311,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		if err := b.opsSrv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("bridge: stop metrics listener: %w", err))
 		}
+		_ = b.opsLn.Close() // as for ln above
 	}
 	b.log.Info().Msg("timbus bridge stopped")
 	return errors.Join(errs...)

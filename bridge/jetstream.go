@@ -16,7 +16,7 @@ import (
 // existing one captures subject. It never changes an existing stream: its
 // retention belongs to whoever created it.
 func (b *Bridge) ensureStream(ctx context.Context, js jetstream.JetStream, sc StreamConfig, subject string) error {
-	s, err := js.Stream(ctx, sc.Name)
+	s, err := lookupStream(ctx, js, sc.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:       sc.Name,
@@ -45,6 +45,24 @@ func (b *Bridge) ensureStream(ctx context.Context, js jetstream.JetStream, sc St
 		ErrInvalidValue, sc.Name, subject, s.CachedInfo().Config.Subjects)
 }
 
+// lookupAttempt bounds one stream lookup; see lookupStream.
+const lookupAttempt = 2 * time.Second
+
+// lookupStream asks for a stream's info in short attempts until ctx ends. A
+// JetStream cluster drops the request without an answer while the stream is
+// being created (e.g. by another bridge starting at the same time), and
+// one long wait would spend the whole start-up budget on a lost request.
+func lookupStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, lookupAttempt)
+		s, err := js.Stream(attempt, name)
+		cancel()
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return s, err
+		}
+	}
+}
+
 // streams sets up JetStream for the configured streams. With NATS not yet
 // reachable it keeps trying in the background; a stream that conflicts with
 // the configuration stops the bridge from starting.
@@ -52,7 +70,8 @@ func (b *Bridge) streams(ctx context.Context) error {
 	if b.cfg.AuditStream.Name == "" && b.cfg.EventsStream.Name == "" {
 		return nil
 	}
-	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(auditQueueLen))
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(auditQueueLen),
+		jetstream.WithPublishAsyncTimeout(auditAckWait))
 	if err != nil {
 		return fmt.Errorf("%w: JetStream: %v", ErrNATS, err)
 	}

@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +51,10 @@ type muxShard struct {
 
 // call is one request in flight.
 type call struct {
-	id       uint64
+	id uint64
+	// key is random: a reply subject carries it beside id, so that nobody
+	// who saw one reply subject can guess another call's.
+	key      uint64
 	deadline time.Time
 	reply    chan *nats.Msg // primary calls: the one reply, buffered
 
@@ -92,13 +97,16 @@ func (m *replyMux) shard(id uint64) *muxShard { return &m.shards[id%muxShards] }
 // register adds a call and returns it with its reply subject appended to buf.
 func (m *replyMux) register(c *call, deadline time.Time, buf []byte) []byte {
 	c.id = m.next.Add(1)
+	c.key = rand.Uint64()
 	c.deadline = deadline
 	s := m.shard(c.id)
 	s.mu.Lock()
 	s.calls[c.id] = c
 	s.mu.Unlock()
 	buf = append(buf, m.inbox...)
-	return strconv.AppendUint(buf, c.id, 36)
+	buf = strconv.AppendUint(buf, c.id, 36)
+	buf = append(buf, '_')
+	return strconv.AppendUint(buf, c.key, 36)
 }
 
 func (m *replyMux) forget(c *call) {
@@ -161,16 +169,24 @@ func (m *replyMux) shadowRequest(msg *nats.Msg, rt *route, deadline time.Time, e
 // route delivers a reply to its call.
 func (m *replyMux) route(reply *nats.Msg) {
 	tail := reply.Subject[min(len(m.inbox), len(reply.Subject)):]
-	id, err := strconv.ParseUint(tail, 36, 64)
+	idText, keyText, ok := strings.Cut(tail, "_")
+	if !ok {
+		return
+	}
+	id, err := strconv.ParseUint(idText, 36, 64)
+	if err != nil {
+		return
+	}
+	key, err := strconv.ParseUint(keyText, 36, 64)
 	if err != nil {
 		return
 	}
 	s := m.shard(id)
 	s.mu.Lock()
 	c := s.calls[id]
-	if c == nil {
+	if c == nil || c.key != key {
 		s.mu.Unlock()
-		return // a second reply, or one later than lateGrace
+		return // a second reply, one later than lateGrace, or a forgery
 	}
 	delete(s.calls, id)
 	switch {
