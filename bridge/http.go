@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -424,6 +425,16 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 // handleError answers requests fasthttp refuses before the handler runs, such
 // as an oversized body or a malformed request line.
 func (b *Bridge) handleError(ctx *fasthttp.RequestCtx, err error) {
+	// A connection that sent nothing (a load balancer's TCP check, an idle
+	// client) or too little before ReadTimeout is counted, not audited: it
+	// carried no callback.
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		b.metrics.reject("read_timeout")
+		ctx.SetStatusCode(fasthttp.StatusRequestTimeout)
+		ctx.SetContentTypeBytes(contentTypeJSON)
+		ctx.SetBody(errorAnswer("read_timeout", "no complete request within the read timeout"))
+		return
+	}
 	status, reason := fasthttp.StatusBadRequest, "bad_request"
 	var small *fasthttp.ErrSmallBuffer
 	switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -293,4 +294,34 @@ func TestBridge_LogLevels(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBridge_IdleConnection: a connection that sends nothing is closed after
+// the read timeout and counted, without an audit record or a log line.
+func TestBridge_IdleConnection(t *testing.T) {
+	tb := startBridge(t, func(c *Config) { c.ReadTimeout = 200 * time.Millisecond })
+	records := subscribe(t, tb.nc, "timbus.audit.>")
+	conn, err := net.Dial("tcp", tb.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, _ = io.ReadAll(conn) // until the bridge closes it
+	_, text := get(t, tb.base+PathMetrics)
+	if v := metricValue(t, text, `timbus_rejected_total{reason="read_timeout"}`); v != "1" {
+		t.Errorf("read_timeout = %q", v)
+	}
+	if err := tb.nc.Publish("timbus.audit.marker", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, func() error {
+		if all := records.all(); len(all) == 0 || string(all[len(all)-1].Data) != "marker" {
+			return errNotYet
+		}
+		return nil
+	})
+	if n := len(records.all()); n != 1 {
+		t.Errorf("%d audit records for an idle connection", n-1)
+	}
 }
