@@ -207,7 +207,7 @@ func TestGroupFilter_OverHTTP(t *testing.T) {
 			if line.Outcome != tt.outcome || line.Command != command {
 				t.Fatalf("bridge logged %+v, want outcome %s", line, tt.outcome)
 			}
-			if tt.outcome == "decider_error" && !strings.Contains(line.Reason, "decider error 400: bad callback body") {
+			if tt.outcome == "decider_error" && !strings.Contains(line.Reason, "decider reported an error: 400 bad callback body") {
 				t.Fatalf("bridge reason %q, want the decider's 400 bad callback body", line.Reason)
 			}
 			// One decider line per decision, with the bridge's request id.
