@@ -34,9 +34,15 @@ type auditor struct {
 	quit    chan struct{}
 	done    chan struct{}
 
+	// interest, when set, tells whether anyone would receive a record; a
+	// record nobody subscribes to is not encoded or sent. Only the embedded
+	// server can answer it; JetStream streams count as subscribers.
+	interest func(subject string) bool
+
 	published atomic.Uint64
 	dropped   atomic.Uint64
 	failed    atomic.Uint64
+	unheard   atomic.Uint64
 }
 
 // auditEntry holds one record until it is published. Request-scoped bytes
@@ -218,6 +224,11 @@ func (a *auditor) run() {
 	}()
 	var out []byte
 	publish := func(e *auditEntry) {
+		if a.interest != nil && !a.interest(e.subject) {
+			a.unheard.Add(1)
+			a.release(e)
+			return
+		}
 		if a.js != nil {
 			// The stream keeps the message until acknowledged: no buffer reuse.
 			id := string(e.get(e.id))

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -124,4 +125,41 @@ func FuzzAppendJSONString(f *testing.F) {
 			t.Fatalf("invalid UTF-8 out of %q", s)
 		}
 	})
+}
+
+// TestBridge_AuditInterest: with the embedded server, records nobody
+// subscribes to are not sent, and a subscriber that arrives gets them.
+func TestBridge_AuditInterest(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.NATSListen = "127.0.0.1:0"
+	cfg.Apps = []App{{ID: testApp}}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown(context.Background())
+	url := "http://" + b.Addr() + "/?SdkAppid=" + testApp + "&CallbackCommand=Group.CallbackAfterNewMemberJoin"
+	post(t, url, sample(t, "Group.CallbackAfterNewMemberJoin"))
+	waitFor(t, 2*time.Second, func() error {
+		if b.audit.unheard.Load() != 1 {
+			return errNotYet
+		}
+		return nil
+	})
+	nc := natsConnect(t, b.NATSURL())
+	records := subscribe(t, nc, "timbus.audit.>")
+	post(t, url, sample(t, "Group.CallbackAfterNewMemberJoin"))
+	waitFor(t, 2*time.Second, func() error {
+		if len(records.all()) != 1 {
+			return errNotYet
+		}
+		return nil
+	})
+	if b.audit.unheard.Load() != 1 {
+		t.Errorf("unheard = %d after a subscriber came", b.audit.unheard.Load())
+	}
 }

@@ -145,6 +145,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 
 	b.audit = newAuditor(nc, b.cfg.SubjectPrefix, b.log)
+	if b.ns != nil {
+		b.audit.interest = b.ns.GlobalAccount().SubscriptionInterest
+	}
 	b.mux, err = newReplyMux(nc)
 	if err != nil {
 		b.audit.stop(ctx)

@@ -103,6 +103,9 @@ func newMetrics(b *Bridge) *metrics {
 		counter("timbus_audit_failed_total", "Audit records NATS or the stream refused.", func() float64 {
 			return auditCount(b, func(a *auditor) uint64 { return a.failed.Load() })
 		}),
+		counter("timbus_audit_unheard_total", "Audit records not sent because nobody subscribed to them (embedded NATS only).", func() float64 {
+			return auditCount(b, func(a *auditor) uint64 { return a.unheard.Load() })
+		}),
 		gauge("timbus_ready", "1 while /readyz reports ready.", func() float64 {
 			if len(b.notReady()) == 0 {
 				return 1
