@@ -20,8 +20,8 @@ import (
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
-// Outcome says what became of a callback. It appears in logs and, later, in
-// metrics and audit records.
+// Outcome says what became of a callback. It appears in logs, metrics and
+// audit records.
 type Outcome string
 
 const (

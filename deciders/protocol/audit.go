@@ -30,7 +30,7 @@ type AuditRecord struct {
 	ClientIP    string    `json:"client_ip,omitempty"`
 	OptPlatform string    `json:"opt_platform,omitempty"`
 	// Outcome is decided, timeout, no_deciders, invalid_reply, decider_error,
-	// nats_error, published, rejected — or late, for a reply that came after
+	// nats_error, shed, circuit_open, published, rejected — or late, for a reply that came after
 	// the default was sent (a second record with the same request id).
 	Outcome string `json:"outcome"`
 	// Reason explains a default verdict or a refusal.
