@@ -299,7 +299,10 @@ func TestFault_MisbehavingDeciders(t *testing.T) {
 			stopDeciders := s.deciders(t, ns.ClientURL())
 			c := newCaller(true)
 			url, body := tb.callbackURL(oaCreate), sample(t, oaCreate)
-			untilDecided(t, c, url, body, oaCreateDeny, 3*time.Second)
+			// With a hanging and a crashing member in the good decider's
+			// queue group, each try reaches it one time in three: 10s of
+			// 400ms tries makes missing it for good a one-in-20000 event.
+			untilDecided(t, c, url, body, oaCreateDeny, 10*time.Second)
 			c.closeIdle()
 			base := goroutineSnapshot()
 
