@@ -130,17 +130,7 @@ func FuzzAppendJSONString(f *testing.F) {
 // TestBridge_AuditInterest: with the embedded server, records nobody
 // subscribes to are not sent, and a subscriber that arrives gets them.
 func TestBridge_AuditInterest(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.NATSListen = "127.0.0.1:0"
-	cfg.Apps = []App{{ID: testApp}}
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	b := startEmbedded(t, "", nil)
 	defer b.Shutdown(context.Background())
 	url := "http://" + b.Addr() + "/?SdkAppid=" + testApp + "&CallbackCommand=Group.CallbackAfterNewMemberJoin"
 	post(t, url, sample(t, "Group.CallbackAfterNewMemberJoin"))

@@ -512,17 +512,7 @@ func TestBridge_ShutdownFinishesInFlight(t *testing.T) {
 }
 
 func TestBridge_EmbeddedNATS(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.NATSListen = "127.0.0.1:0"
-	cfg.Apps = []App{{ID: testApp}}
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	b := startEmbedded(t, "", nil)
 	defer b.Shutdown(context.Background())
 	nc, err := nats.Connect(b.NATSURL())
 	if err != nil {

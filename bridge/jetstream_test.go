@@ -12,9 +12,9 @@ import (
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
-// embeddedWithStore starts a bridge that runs its own NATS server with
-// JetStream in dir.
-func embeddedWithStore(t *testing.T, dir string, mutate func(*Config)) *Bridge {
+// startEmbedded starts a bridge that runs its own NATS server, with
+// JetStream in dir unless dir is empty. The caller shuts it down.
+func startEmbedded(t *testing.T, dir string, mutate func(*Config)) *Bridge {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -57,7 +57,7 @@ func streamMsgs(t *testing.T, url, stream string) uint64 {
 func TestBridge_AuditStreamSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	withStream := func(c *Config) { c.AuditStream = StreamConfig{Name: "AUDIT", MaxAge: time.Hour} }
-	b := embeddedWithStore(t, dir, withStream)
+	b := startEmbedded(t, dir, withStream)
 	const n = 50
 	for i := 0; i < n; i++ {
 		command := oaCreate
@@ -74,7 +74,7 @@ func TestBridge_AuditStreamSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b = embeddedWithStore(t, dir, withStream)
+	b = startEmbedded(t, dir, withStream)
 	defer b.Shutdown(context.Background())
 	if got := streamMsgs(t, b.NATSURL(), "AUDIT"); got != n+1 {
 		t.Fatalf("%d records in the stream after restart, want %d", got, n+1)
