@@ -126,11 +126,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 		nats.ReconnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.natsClosed) }),
 	}
-	if b.ns != nil {
-		// The bridge's own leg to its embedded server skips the network: no
-		// loopback socket, no syscalls per message.
-		opts = append(opts, nats.InProcessServer(b.ns))
-	}
+	// The bridge reaches its embedded server over its loopback listener, not
+	// the server's in-process pipe: the pipe hands over one write at a time,
+	// so the server forwarded requests to deciders in smaller batches, and
+	// deciders spent a third more CPU per request (make bench, A/B: +5 %
+	// throughput over loopback).
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.stopEmbeddedNATS()
