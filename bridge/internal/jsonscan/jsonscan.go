@@ -20,7 +20,7 @@ var (
 // as written) and raw value of each top-level member, in document order. It
 // stops at the first error fn returns and returns it.
 func Object(b []byte, fn func(key, value []byte) error) error {
-	if !json.Valid(b) {
+	if !Valid(b) {
 		return ErrSyntax
 	}
 	return members(b, fn)
