@@ -22,14 +22,18 @@ const (
 	setupEmbedded = "timbus-embedded"
 	setupExternal = "timbus-external"
 	setupNaive    = "naive"
-	setupRawNATS  = "raw-nats"
+	// setupNaiveEmbedded is the naive bridge with a NATS server embedded in
+	// its process, which the decider reaches over loopback: what timbus
+	// embedded is, minus everything timbus does besides forwarding.
+	setupNaiveEmbedded = "naive-embedded"
+	setupRawNATS       = "raw-nats"
 	// setupProfiled is timbus-embedded with the bridge hosted by this binary
 	// under the CPU profiler; only --cpuprofile runs it, outside the ratios.
 	setupProfiled = "timbus-embedded-profiled"
 )
 
 // compared are the setups run between raw-http runs, in this order.
-var compared = []string{setupEmbedded, setupExternal, setupNaive, setupRawNATS}
+var compared = []string{setupEmbedded, setupExternal, setupNaive, setupNaiveEmbedded, setupRawNATS}
 
 type benchConfig struct {
 	timbus      string
@@ -117,8 +121,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 		if !set["half-load"] && !slices.Contains(c.setups, s) {
 			continue // a default, for a setup left out of --setups
 		}
-		if s != setupEmbedded && s != setupExternal && s != setupNaive {
-			return c, fmt.Errorf("--half-load: %q is not an HTTP bridge setup (%s, %s, %s)", s, setupEmbedded, setupExternal, setupNaive)
+		if s != setupEmbedded && s != setupExternal && s != setupNaive && s != setupNaiveEmbedded {
+			return c, fmt.Errorf("--half-load: %q is not an HTTP bridge setup (%s, %s, %s, %s)", s, setupEmbedded, setupExternal, setupNaive, setupNaiveEmbedded)
 		}
 		if !slices.Contains(c.setups, s) {
 			return c, fmt.Errorf("--half-load: %q is not among --setups", s)
@@ -335,7 +339,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 	fmt.Fprintf(b.out, "timbus-bench: %d throughput runs (%d round(s) of %s), %s each after %s warm-up, %d connections, %d wrk threads, %d NATS requesters; half load after each run of %s; planned ≈ %s, at most %s\n",
 		len(plan), c.rounds, strings.Join(c.setups, ", "), c.duration, c.warmup, c.connections, c.threads, c.requesters,
 		orNone(strings.Join(c.halfLoad, ", ")), c.planned().Round(time.Second), c.maxTime.Round(time.Second))
-	out, err := b.procs.runOnce(ctx, "timbus-version", 10*time.Second, c.timbus, "version")
+	out, _, err := b.procs.runOnce(ctx, "timbus-version", 10*time.Second, c.timbus, "version")
 	if err != nil {
 		return nil, err
 	}
@@ -481,6 +485,7 @@ func (b *bench) startOnce(ctx context.Context, setup, tag string) (in *instance,
 		if err != nil {
 			return nil, err
 		}
+		p.role = name
 		in.procs = append(in.procs, p)
 		return p, nil
 	}
@@ -562,6 +567,16 @@ func (b *bench) startOnce(ctx context.Context, setup, tag string) (in *instance,
 		if _, err = front.waitLine(ctx, "ready", startTimeout); err != nil {
 			return in, err
 		}
+	case setupNaiveEmbedded:
+		if front, err = launch("naive", c.self, "naive", "--listen", httpAddr, "--embedded-nats", natsAddr); err != nil {
+			return in, err
+		}
+		if _, err = front.waitLine(ctx, "ready", startTimeout); err != nil {
+			return in, err
+		}
+		if err = decider(); err != nil {
+			return in, err
+		}
 	case setupRawNATS:
 		if err = natsServer(); err != nil {
 			return in, err
@@ -585,6 +600,9 @@ type runRecord struct {
 	// Half is the open-loop run that followed on the same processes, at
 	// half of RPS (or, for raw-http, at the rate of the run before).
 	Half *loadResult `json:"half_load,omitempty"`
+	// CPU is µs of CPU per answered request during the closed-loop run, by
+	// process role, plus the machine's softirq and idle time (HTTP setups).
+	CPU map[string]float64 `json:"cpu_us_per_request,omitempty"`
 	// Problem is why the run's numbers are not to be trusted.
 	Problem string `json:"problem,omitempty"`
 }
@@ -605,7 +623,7 @@ func (b *bench) measure(ctx context.Context, seq int, setup string, round int, h
 
 	var completed int64 // answers the load generators saw, warm-up included
 	if setup == setupRawNATS {
-		out, err := b.procs.runOnce(ctx, tag+"-nats-load", c.warmup+c.duration+30*time.Second, c.self, "nats-load",
+		out, _, err := b.procs.runOnce(ctx, tag+"-nats-load", c.warmup+c.duration+30*time.Second, c.self, "nats-load",
 			"--nats-url", in.natsURL, "--subject", benchSubject, "--concurrency", strconv.Itoa(c.requesters),
 			"--duration", c.duration.String(), "--warmup", c.warmup.String())
 		if err != nil {
@@ -622,12 +640,16 @@ func (b *bench) measure(ctx context.Context, seq int, setup string, round int, h
 			}
 			completed += w.Completed
 		}
+		meter := startCPUMeter(in.procs)
 		r, err := b.wrk(ctx, tag+"-wrk", in.url, c.duration)
 		if err != nil {
 			return rec, err
 		}
 		completed += r.Completed
 		rec.loadResult = r.loadResult
+		if rec.CPU, err = meter.perRequest(r.Completed, "wrk", r.CPU); err != nil {
+			fmt.Fprintf(b.out, "timbus-bench: %s: no CPU accounting: %v\n", tag, err)
+		}
 		if halfRate != 0 {
 			if halfRate < 0 {
 				halfRate = rec.RPS / 2
@@ -681,7 +703,7 @@ func (b *bench) measure(ctx context.Context, seq int, setup string, round int, h
 // wrk runs wrk for d against url.
 func (b *bench) wrk(ctx context.Context, name, url string, d time.Duration) (wrkRun, error) {
 	c := b.cfg
-	out, err := b.procs.runOnce(ctx, name, d+20*time.Second, c.wrk,
+	out, cpu, err := b.procs.runOnce(ctx, name, d+20*time.Second, c.wrk,
 		"-t", strconv.Itoa(c.threads), "-c", strconv.Itoa(c.connections),
 		"-d", strconv.Itoa(int(d/time.Second))+"s", "--latency", "-s", b.script, url)
 	if err != nil {
@@ -691,6 +713,7 @@ func (b *bench) wrk(ctx context.Context, name, url string, d time.Duration) (wrk
 	if err != nil {
 		return r, fmt.Errorf("%s: %w\n%s", name, err, out)
 	}
+	r.CPU = cpu
 	return r, nil
 }
 
@@ -711,7 +734,7 @@ func (b *bench) rateLoad(ctx context.Context, name, url string, rate float64) (l
 		return loadResult{}, fmt.Errorf("%s: no throughput to take half of", name)
 	}
 	warm := max(c.warmup, time.Second)
-	out, err := b.procs.runOnce(ctx, name, warm+c.duration+30*time.Second, c.self, "rate-load",
+	out, _, err := b.procs.runOnce(ctx, name, warm+c.duration+30*time.Second, c.self, "rate-load",
 		"--url", url, "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--connections", strconv.Itoa(c.connections),
 		"--duration", c.duration.String(), "--warmup", warm.String())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -76,6 +77,7 @@ func TestQuickEndToEnd(t *testing.T) {
 		if s.Setup != setupRawHTTP && s.VsRaw <= 0 {
 			t.Errorf("%s: no ratio to raw-http", s.Setup)
 		}
+		checkCPU(t, s)
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("setups %v, want %v", got, want)
@@ -107,6 +109,35 @@ func TestQuickEndToEnd(t *testing.T) {
 	}
 	if len(res.Floors) != 5 {
 		t.Errorf("%d floors, want 5: %+v", len(res.Floors), res.Floors)
+	}
+}
+
+// checkCPU checks a setup's CPU accounting: each of its processes is there,
+// and the sum agrees with the throughput (the machine's CPUs over req/s).
+func checkCPU(t *testing.T, s setupSummary) {
+	t.Helper()
+	roles := map[string][]string{
+		setupRawHTTP:       {"wrk", "raw-http"},
+		setupEmbedded:      {"wrk", "timbus", "decider"},
+		setupExternal:      {"wrk", "timbus", "nats-server", "decider"},
+		setupNaive:         {"wrk", "naive", "nats-server", "decider"},
+		setupNaiveEmbedded: {"wrk", "naive", "decider"},
+	}[s.Setup]
+	if roles == nil {
+		return // raw-nats: no HTTP, no accounting
+	}
+	sum := 0.0
+	for _, col := range cpuColumns {
+		sum += s.CPU[col]
+	}
+	for _, role := range roles {
+		if s.CPU[role] <= 0 {
+			t.Errorf("%s: no CPU time for %s: %v", s.Setup, role, s.CPU)
+		}
+	}
+	want := float64(runtime.NumCPU()) * 1e6 / s.RPS
+	if sum < want*0.65 || sum > want*1.35 {
+		t.Errorf("%s: CPU per request adds up to %.1f µs, but %d CPUs at %.0f req/s make %.1f µs", s.Setup, sum, runtime.NumCPU(), s.RPS, want)
 	}
 }
 

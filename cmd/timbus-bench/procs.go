@@ -41,6 +41,7 @@ func newProcs(dir string) *procs {
 // proc is one long-running child: a server, NATS, a decider.
 type proc struct {
 	name    string
+	role    string // what it is in its setup: timbus, decider, nats-server…
 	logPath string
 	cmd     *exec.Cmd
 	out     *lineBuffer // its stdout, line by line
@@ -254,12 +255,13 @@ func (ps *procs) killAll() {
 }
 
 // runOnce runs a short-lived child (wrk, a load generator) to completion
-// within timeout and returns its stdout. Its stderr goes to <name>.log.
-func (ps *procs) runOnce(ctx context.Context, name string, timeout time.Duration, path string, args ...string) ([]byte, error) {
+// within timeout and returns its stdout and the CPU time it used. Its stderr
+// goes to <name>.log.
+func (ps *procs) runOnce(ctx context.Context, name string, timeout time.Duration, path string, args ...string) ([]byte, time.Duration, error) {
 	logPath := filepath.Join(ps.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "# %s %s\n", path, strings.Join(args, " "))
@@ -277,9 +279,9 @@ func (ps *procs) runOnce(ctx context.Context, name string, timeout time.Duration
 		if ctx.Err() == context.DeadlineExceeded {
 			err = fmt.Errorf("did not finish within %s", timeout)
 		}
-		return out.Bytes(), fmt.Errorf("%s: %w\n%s", name, err, tail(logPath, 1500))
+		return out.Bytes(), 0, fmt.Errorf("%s: %w\n%s", name, err, tail(logPath, 1500))
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 // lineBuffer collects a process's output lines and wakes up waiters.

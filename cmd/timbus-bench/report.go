@@ -111,7 +111,7 @@ func (r *report) ratios() []ratio {
 		out = append(out, ratioOf(s+" / "+setupRawHTTP, vsRaw(s)))
 	}
 	for _, t := range []string{setupEmbedded, setupExternal} {
-		for _, other := range []string{setupRawNATS, setupNaive} {
+		for _, other := range []string{setupRawNATS, setupNaive, setupNaiveEmbedded} {
 			if has(t) && has(other) {
 				out = append(out, ratioOf(t+" / "+other, pair(t, other)))
 			}
@@ -245,6 +245,8 @@ type setupSummary struct {
 	VsRaw  float64 `json:"vs_raw_http,omitempty"`
 	VsLow  float64 `json:"vs_raw_http_min,omitempty"`
 	VsHigh float64 `json:"vs_raw_http_max,omitempty"`
+	// CPU is µs of CPU per request by process and machine state.
+	CPU map[string]float64 `json:"cpu_us_per_request,omitempty"`
 }
 
 func (r *report) summaries() []setupSummary {
@@ -261,6 +263,7 @@ func (r *report) summaries() []setupSummary {
 			P50:   round3(r.median(s, func(x runRecord) float64 { return x.P50 }) / 1e3),
 			P99:   round3(r.median(s, func(x runRecord) float64 { return x.P99 }) / 1e3),
 			P999:  round3(r.median(s, func(x runRecord) float64 { return x.P999 }) / 1e3),
+			CPU:   r.cpuSummary(s),
 		}
 		if x, ok := byName[s+" / "+setupRawHTTP]; ok && x.N > 0 {
 			sum.VsRaw, sum.VsLow, sum.VsHigh = round3(x.Median), round3(x.Min), round3(x.Max)
@@ -290,6 +293,7 @@ func (r *report) print(w io.Writer) {
 	for _, x := range r.ratios() {
 		fmt.Fprintf(w, "  %-34s %.3f  (%.3f–%.3f, %d round(s))\n", x.Name, x.Median, x.Min, x.Max, x.N)
 	}
+	r.printCPU(w)
 	if halves := r.halfLoads(); len(halves) > 0 {
 		fmt.Fprintln(w, "\nOpen-loop at half the throughput just measured, on the same processes (medians over rounds; wrk2-style:")
 		fmt.Fprintln(w, "a request delayed by a busy connection counts from its scheduled time). raw-http at the same rate, in the")
@@ -349,5 +353,63 @@ func (r *report) machine() machineResult {
 		Runs:     r.runs,
 		Profiled: r.profiled,
 		Seconds:  math.Round(r.elapsed.Seconds()),
+	}
+}
+
+// cpuColumns orders the CPU table: the load generator, the front, NATS, the
+// decider, and idle time; they add up to the machine's CPUs over the
+// throughput. Softirq, the kernel's loopback networking, comes after the sum:
+// the kernel charges most of it to whichever process was running, so it is
+// part of the columns before, shown for scale.
+var cpuColumns = []string{"wrk", "raw-http", "timbus", "naive", "nats-server", "decider", cpuIdle}
+
+// cpuSummary is a setup's median CPU per request by column.
+func (r *report) cpuSummary(setup string) map[string]float64 {
+	out := map[string]float64{}
+	for _, col := range append(cpuColumns, cpuSoftirq) {
+		var xs []float64
+		for _, x := range r.runsOf(setup) {
+			if v, ok := x.CPU[col]; ok {
+				xs = append(xs, v)
+			}
+		}
+		if len(xs) > 0 {
+			out[col] = math.Round(median(xs)*10) / 10
+		}
+	}
+	return out
+}
+
+// printCPU prints where the CPU went per request: why each setup reaches the
+// throughput it does.
+func (r *report) printCPU(w io.Writer) {
+	var rows []string
+	for _, s := range append([]string{setupRawHTTP}, r.cfg.setups...) {
+		sum := r.cpuSummary(s)
+		if len(sum) == 0 {
+			continue
+		}
+		row := "| " + s + " |"
+		total := 0.0
+		for _, col := range cpuColumns {
+			v, ok := sum[col]
+			if !ok {
+				row += " — |"
+				continue
+			}
+			total += v
+			row += fmt.Sprintf(" %.1f |", v)
+		}
+		rows = append(rows, row+fmt.Sprintf(" %.1f | %.1f |", total, sum[cpuSoftirq]))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nCPU per answered request in the closed-loop runs, µs (medians over rounds). The sum is the machine's")
+	fmt.Fprintln(w, "CPUs over the throughput; softirq (loopback networking) is mostly charged to the processes already:")
+	fmt.Fprintln(w, "\n| setup | "+strings.Join(cpuColumns, " | ")+" | sum | of which softirq |")
+	fmt.Fprintln(w, "| --- |"+strings.Repeat(" ---: |", len(cpuColumns)+2))
+	for _, row := range rows {
+		fmt.Fprintln(w, row)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
 
@@ -169,11 +171,21 @@ func runNaive(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address")
 	url := fs.String("nats-url", nats.DefaultURL, "NATS server")
 	timeout := fs.Duration("timeout", deciderTimeout, "how long to wait for a decider")
+	embedded := fs.String("embedded-nats", "", "run a NATS server in this process, listening here, instead of using --nats-url")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	ctx, stop := untilSignal(ctx)
 	defer stop()
+	if *embedded != "" {
+		ns, err := embeddedNATS(*embedded)
+		if err != nil {
+			fmt.Fprintln(stderr, "naive:", err)
+			return exitFailure
+		}
+		defer ns.Shutdown()
+		*url = ns.ClientURL()
+	}
 	nc, err := nats.Connect(*url)
 	if err != nil {
 		fmt.Fprintln(stderr, "naive:", err)
@@ -200,6 +212,29 @@ func runNaive(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitFailure
 	}
 	return exitOK
+}
+
+// embeddedNATS starts a NATS server in this process listening on addr, as
+// timbus runs its embedded one.
+func embeddedNATS(addr string) (*server.Server, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("port of %s: %v", addr, err)
+	}
+	ns, err := server.NewServer(&server.Options{Host: host, Port: port, NoSigs: true, NoLog: true})
+	if err != nil {
+		return nil, err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(startTimeout) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server on %s did not start", addr)
+	}
+	return ns, nil
 }
 
 // errBadAnswer is an answer other than the decider's verdict.

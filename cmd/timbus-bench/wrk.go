@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // wrkDonePrefix starts the line the Lua script's done() prints: exact counts
@@ -53,7 +54,8 @@ func writeWrkScript(path string, body []byte) error {
 // wrkRun is what one wrk run reported.
 type wrkRun struct {
 	loadResult
-	Completed int64 // responses of any kind, as wrk counts them
+	Completed int64         // responses of any kind, as wrk counts them
+	CPU       time.Duration // wrk's own user and system time
 }
 
 var (
