@@ -50,6 +50,7 @@ var slotNames = [numSlots]string{
 type exchange struct {
 	msg      nats.Msg
 	values   [numSlots][]string
+	present  uint16 // slots whose header is in msg.Header
 	id       []byte
 	deadline []byte
 	hash     hash.Hash
@@ -79,14 +80,23 @@ func newExchange() *exchange {
 	return x
 }
 
-// set sets a header, or removes it when v is empty.
+// set sets a header, or removes it when v is empty. A header already in the
+// map shares its value slice with the exchange, so setting it again writes
+// no map entry.
 func (x *exchange) set(slot int, v string) {
+	bit := uint16(1) << slot
 	if v == "" {
-		delete(x.msg.Header, slotNames[slot])
+		if x.present&bit != 0 {
+			delete(x.msg.Header, slotNames[slot])
+			x.present &^= bit
+		}
 		return
 	}
 	x.values[slot][0] = v
-	x.msg.Header[slotNames[slot]] = x.values[slot]
+	if x.present&bit == 0 {
+		x.msg.Header[slotNames[slot]] = x.values[slot]
+		x.present |= bit
+	}
 }
 
 // setEventID sets Nats-Msg-Id to a digest of the callback, so that a
