@@ -37,7 +37,7 @@ help:
 	@echo "make build  binaries in $(BIN)/"
 	@echo "make lint   gofmt and go vet"
 	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
-	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~3.5 min; BENCH_FLAGS=--quick)"
+	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~4 min; BENCH_FLAGS=--quick)"
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
 
@@ -101,9 +101,10 @@ fuzz:
 
 # End-to-end speed benchmark (cmd/timbus-bench), on 127.0.0.1 only: wrk against
 # raw fasthttp, raw NATS request-reply, timbus with embedded and with external
-# NATS, and a naive hand-written bridge, interleaved with raw-http runs so that
-# only ratios measured side by side count. Flags go in BENCH_FLAGS, e.g.
-# make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~30 s).
+# NATS, and a naive hand-written bridge (with external and with embedded NATS),
+# interleaved with raw-http runs so that only ratios measured side by side
+# count; also the CPU each process spends per request. Flags go in
+# BENCH_FLAGS, e.g. make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~30 s).
 NATS_SERVER := github.com/nats-io/nats-server/v2@v2.15.2
 BENCH_FLAGS ?=
 

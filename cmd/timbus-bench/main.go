@@ -9,13 +9,16 @@
 //	timbus-embedded  wrk → bin/timbus serve (embedded NATS) → decider process
 //	timbus-external  wrk → bin/timbus serve → nats-server process → decider process
 //	naive            wrk → a few-line fasthttp + nc.RequestWithContext bridge → nats-server → decider
+//	naive-embedded   the same bridge with a NATS server embedded in its process → decider
 //
 // Every setup uses the same decider (a plain nats.go QueueSubscribe replying
 // {"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}). The host's speed
 // drifts, so runs are interleaved with raw-http runs and each setup is judged
 // by its throughput relative to the raw-http runs right before and after it.
 // Finally timbus is driven open-loop at half the throughput it reached, to
-// measure its tail latency under a steady, realistic load.
+// measure its tail latency under a steady, realistic load. During every
+// closed-loop run it reads each process's CPU time from /proc, so that the
+// report says where the CPU per request went.
 //
 // Usage:
 //
@@ -26,7 +29,7 @@
 //
 //	timbus-bench raw-http  --listen ADDR
 //	timbus-bench decider   --nats-url URL --subject SUBJECT
-//	timbus-bench naive     --listen ADDR --nats-url URL
+//	timbus-bench naive     --listen ADDR (--nats-url URL | --embedded-nats ADDR)
 //	timbus-bench nats-load --nats-url URL --subject SUBJECT --concurrency N --duration D
 //	timbus-bench rate-load --url URL --rate R --duration D
 //	timbus-bench bridge    --listen ADDR --nats-listen ADDR --cpuprofile FILE
