@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/timbus-dev/timbus/bridge/internal/benchratio"
 )
 
 func TestObject(t *testing.T) {
@@ -169,23 +170,10 @@ func TestValid_Depth(t *testing.T) {
 // time over json.Valid's on the same body, measured in the same run.
 func BenchmarkValid(b *testing.B) {
 	doc := []byte(`{"CallbackCommand":"OfficialAccount.CallbackBeforeCreateOfficialAccount","Owner_Account":"leckie","Type":"Public","Name":"TestOfficialAccount","Introduction":"This is an introduction","Notification":"This is a notification","FaceUrl":"http://this.is.face.url","MaxMemberNum":20000,"EventTime":1670574414123}`)
-	const baselineRuns = 20000
-	start := time.Now()
-	for range baselineRuns {
-		if !json.Valid(doc) {
+	check := func(ok bool) {
+		if !ok {
 			b.Fatal("invalid")
 		}
 	}
-	base := time.Since(start) / baselineRuns
-	b.ReportAllocs()
-	b.ResetTimer()
-	start = time.Now()
-	n := 0
-	for b.Loop() {
-		if !Valid(doc) {
-			b.Fatal("invalid")
-		}
-		n++
-	}
-	b.ReportMetric(float64(time.Since(start)/time.Duration(n))/float64(base), "x_encoding_json")
+	benchratio.Run(b, "x_encoding_json", func() { check(json.Valid(doc)) }, func() { check(Valid(doc)) })
 }
