@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+
+	"github.com/timbus-dev/timbus/bridge/internal/benchratio"
 )
 
 // BenchmarkBridge_HotPath measures one before callback through the bridge's
@@ -42,23 +44,8 @@ func BenchmarkBridge_HotPath(b *testing.B) {
 
 	const baselineRuns = 2000
 	baseAllocs := testing.AllocsPerRun(baselineRuns, bare)
-	start := time.Now()
-	for range baselineRuns {
-		bare()
-	}
-	basePerOp := time.Since(start) / baselineRuns
 	bridgeAllocs := testing.AllocsPerRun(baselineRuns, handle)
-
-	b.ReportAllocs()
-	b.ResetTimer()
-	start = time.Now()
-	n := 0
-	for b.Loop() {
-		handle()
-		n++
-	}
-	perOp := time.Since(start) / time.Duration(n)
-	b.ReportMetric(float64(perOp)/float64(basePerOp), "x_nats")
+	benchratio.RunN(b, "x_nats", baselineRuns, bare, handle)
 	b.ReportMetric(bridgeAllocs-baseAllocs, "allocs_over_nats")
 }
 

@@ -100,7 +100,11 @@ func startCPUMeter(procs []*proc) *cpuMeter {
 		}
 		m.before = append(m.before, d)
 	}
-	m.machine, m.err = readMachineCPU()
+	machine, err := readMachineCPU()
+	if err != nil && m.err == nil {
+		m.err = err
+	}
+	m.machine = machine
 	return m
 }
 

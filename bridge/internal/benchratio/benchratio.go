@@ -8,19 +8,27 @@ import (
 	"time"
 )
 
-// baselineRuns is how often the baseline runs before the benchmark loop.
-const baselineRuns = 20000
+// BaselineRuns is how often Run runs the baseline: enough for operations of
+// a microsecond or less.
+const BaselineRuns = 20000
 
-// Run times baseline baselineRuns times, then runs op in the benchmark loop
+// Run times baseline BaselineRuns times, then runs op in the benchmark loop
 // and reports op's time over the baseline's as the metric named unit (by
 // convention "x_" and what the baseline is, e.g. "x_encoding_json").
 func Run(b *testing.B, unit string, baseline, op func()) {
+	b.Helper()
+	RunN(b, unit, BaselineRuns, baseline, op)
+}
+
+// RunN is Run with the baseline run baselineRuns times, for slower
+// operations.
+func RunN(b *testing.B, unit string, baselineRuns int, baseline, op func()) {
 	b.Helper()
 	start := time.Now()
 	for range baselineRuns {
 		baseline()
 	}
-	base := time.Since(start) / baselineRuns
+	base := time.Since(start) / time.Duration(baselineRuns)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start = time.Now()
