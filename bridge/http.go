@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,12 @@ const (
 	OutcomeShed         Outcome = "shed"          // over max-inflight: default sent at once
 	OutcomeCircuitOpen  Outcome = "circuit_open"  // the command's breaker is open: default sent at once
 )
+
+// AuditOutcomes returns every outcome an audit record can hold: those of
+// callbacks, then rejected and late, which only audit records carry.
+func AuditOutcomes() []Outcome {
+	return append(slices.Clone(allOutcomes), OutcomeRejected, OutcomeLate)
+}
 
 // okAnswer is Tencent's plain acknowledgement.
 var okAnswer = []byte(`{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}`)

@@ -20,16 +20,20 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // auditOutcomes are the outcomes an audit record can hold (see
 // protocol.AuditRecord), for checking --outcome.
-var auditOutcomes = []string{
-	"decided", "timeout", "no_deciders", "invalid_reply", "decider_error",
-	"nats_error", "published", "rejected", "late",
-}
+var auditOutcomes = func() []string {
+	var names []string
+	for _, o := range bridge.AuditOutcomes() {
+		names = append(names, string(o))
+	}
+	return names
+}()
 
 // timeLayout is RFC 3339 with milliseconds, the table's TIME column.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
@@ -176,8 +180,8 @@ Flags:
   --sdkappid ID[,ID...]    only these apps
   --command C[,C...]       only these callback commands
   --outcome O[,O...]       only these outcomes: decided, timeout, no_deciders,
-                           invalid_reply, decider_error, nats_error, published,
-                           rejected, late
+                           invalid_reply, decider_error, nats_error, shed,
+                           circuit_open, published, rejected, late
   --since D                only records received in the last D (e.g. 10m,
                            2h), or since an RFC 3339 time
                            (2026-01-02T15:04:05Z); needs --stream

@@ -21,13 +21,19 @@ import (
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
-// replayOutcomes are the recorded outcomes of callbacks a decider was asked
-// about, the ones worth asking again. Not replayed: published (after
-// callbacks, and before callbacks sent fire-and-forget), rejected (nothing
-// was asked) and late (a second record of a callback already recorded).
+// replayOutcomes are the recorded outcomes of before callbacks that were
+// due a decider's verdict, the ones worth asking again. They include the
+// callbacks answered with the default without asking (shed over
+// max-inflight, or the command's breaker open): what the deciders would have
+// said is exactly what such a record lacks. Not replayed: published (after
+// callbacks, and before callbacks sent fire-and-forget), rejected (refused
+// before any verdict was due) and late (a second record of a callback
+// already recorded).
 var replayOutcomes = map[string]bool{
-	"decided": true, "timeout": true, "no_deciders": true,
-	"invalid_reply": true, "decider_error": true, "nats_error": true,
+	string(bridge.OutcomeDecided): true, string(bridge.OutcomeTimeout): true,
+	string(bridge.OutcomeNoDeciders): true, string(bridge.OutcomeInvalidReply): true,
+	string(bridge.OutcomeDeciderError): true, string(bridge.OutcomeNATSError): true,
+	string(bridge.OutcomeShed): true, string(bridge.OutcomeCircuitOpen): true,
 }
 
 // replayIDPrefix marks the request ids of replayed callbacks.
@@ -142,8 +148,11 @@ on any other (logging, counting, calling their backends), so let a new
 version listen under another --subject-prefix, or make sure replaying is
 harmless. Callbacks are replayed one at a time.
 
-Not replayed: after callbacks, refused requests, before callbacks sent
-fire-and-forget, late replies, and records without a body.
+Replayed too: callbacks answered with the default without asking the
+deciders (shed over --max-inflight, or the command's circuit breaker open),
+so their rows show what the deciders would have said. Not replayed: after
+callbacks, refused requests, before callbacks sent fire-and-forget, late
+replies, and records without a body.
 
 Flags:
   --stream NAME            JetStream stream holding the audit records (required)

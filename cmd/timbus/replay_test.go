@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
@@ -424,4 +425,113 @@ func TestAgrees(t *testing.T) {
 			t.Errorf("agrees(%+v, %+v) = %v", tt.then, tt.now, got)
 		}
 	}
+}
+
+// TestReplayDefaultsSentAtOnce replays callbacks the bridge answered with the
+// default without asking anyone, shed over max-inflight or with the
+// command's breaker open: what the deciders would have said is what their
+// records lack.
+func TestReplayDefaultsSentAtOnce(t *testing.T) {
+	clearEnv(t)
+	ns := runJetStream(t)
+	nc := natstest.Connect(t, ns)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	v1 := func(command string, handle nats.MsgHandler) {
+		if _, err := nc.QueueSubscribe("timbus.decide.*."+command, "v1", handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v1(createOA, func(m *nats.Msg) {
+		started <- struct{}{}
+		<-release
+		respondMsg(t, m, allowReply, nil)
+	})
+	v1(createGroup, func(m *nats.Msg) {
+		respondMsg(t, m, "", nats.Header{protocol.HeaderServiceError: {"database unavailable"}})
+	})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := bridge.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.NATSURL = ns.ClientURL()
+	cfg.Apps = []bridge.App{{ID: appA}}
+	cfg.AuditStream = bridge.StreamConfig{Name: auditStream}
+	cfg.MaxInflight = 1
+	cfg.Breaker = bridge.BreakerConfig{Enabled: true, Window: time.Minute, MinRequests: 2, FailureRatio: 0.5, Cooldown: time.Minute}
+	b, err := bridge.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		postToBridge(t, b, appA, createOA, oaBody(t, "alice"))
+	}()
+	<-started // the one callback allowed in flight is held by its decider
+	postToBridge(t, b, appA, sendC2CMsg, sampleBody(t, sendC2CMsg))
+	close(release)
+	<-held
+	for range 3 { // two failures open the breaker for the third
+		postToBridge(t, b, appA, createGroup, sampleBody(t, createGroup))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+
+	recs := streamRecords(t, ns.ClientURL(), auditStream)
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.rec.Command+" "+r.rec.Outcome)
+	}
+	want := []string{sendC2CMsg + " shed", createOA + " decided", createGroup + " decider_error",
+		createGroup + " decider_error", createGroup + " circuit_open"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("recorded %q\nwant %q", got, want)
+	}
+	code, stdout, stderr := runTimbus(t, context.Background(), "audit", "--nats-url", ns.ClientURL(), "--stream", auditStream,
+		"--outcome", "shed,circuit_open")
+	if code != exitOK {
+		t.Fatalf("audit --outcome shed,circuit_open: exit code %d, stderr %q", code, stderr)
+	}
+	rows, _ := parseTable(t, stdout, auditHeader...)
+	if got, want := requestIDs(rows), idsOf(recs, 0, 4); !slices.Equal(got, want) {
+		t.Errorf("audit --outcome shed,circuit_open: rows %q, want %q\n%s", got, want, stdout)
+	}
+
+	v2 := natstest.Connect(t, ns)
+	for command, reply := range map[string]string{
+		sendC2CMsg:  `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"spam"}`,
+		createOA:    allowReply,
+		createGroup: allowReply,
+	} {
+		if _, err := v2.QueueSubscribe("v2.decide.*."+command, "v2", func(m *nats.Msg) { respondMsg(t, m, reply, nil) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = runTimbus(t, context.Background(), "replay", "--nats-url", ns.ClientURL(), "--stream", auditStream,
+		"--subject-prefix", "v2")
+	if code != exitOK || stderr != "" {
+		t.Fatalf("exit code %d, stderr %q\n%s", code, stderr, stdout)
+	}
+	checkReplayTable(t, stdout, recs, []replayRowWant{
+		{0, "shed 0", "decided 1", "CHANGED", ""},
+		{1, "decided 0", "decided 0", "SAME", ""},
+		{2, "decider_error 0", "decided 0", "SAME", ""},
+		{3, "decider_error 0", "decided 0", "SAME", ""},
+		{4, "circuit_open 0", "decided 0", "SAME", ""},
+	},
+		"5 replayed, 4 agree, 1 changed",
+		"  0→1: 1",
+	)
 }
