@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +35,9 @@ type auditor struct {
 	pool    sync.Pool
 	quit    chan struct{}
 	done    chan struct{}
+	// abandon is closed when shutdown stops waiting: records still held
+	// for an outage are given up.
+	abandon chan struct{}
 
 	// interest, when set, tells whether anyone would receive a record; a
 	// record nobody subscribes to is not encoded or sent. Only the embedded
@@ -43,7 +48,18 @@ type auditor struct {
 	dropped   atomic.Uint64
 	failed    atomic.Uint64
 	unheard   atomic.Uint64
+	// pending counts the records queued but neither published, failed nor
+	// unheard yet: in the queue, awaiting the stream's acknowledgement, or
+	// held through an outage.
+	pending atomic.Int64
+	// retrying counts the records being sent again after an outage.
+	retrying atomic.Int64
 }
+
+// done* end a queued record's life, counted.
+func (a *auditor) donePublished() { a.published.Add(1); a.pending.Add(-1) }
+func (a *auditor) doneFailed()    { a.failed.Add(1); a.pending.Add(-1) }
+func (a *auditor) doneUnheard()   { a.unheard.Add(1); a.pending.Add(-1) }
 
 // auditEntry holds one record until it is published. Request-scoped bytes
 // (id, client address, platform, body) are copied into buf, the one copy of
@@ -99,6 +115,7 @@ func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
 		entries: make(chan *auditEntry, auditQueueLen),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
+		abandon: make(chan struct{}),
 		acks:    make(chan jetstream.PubAckFuture, auditQueueLen),
 	}
 	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
@@ -120,8 +137,7 @@ func (a *auditor) publishStream(subject, id string, data []byte) {
 func (a *auditor) sendStream(msg *nats.Msg) {
 	fut, err := a.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(auditRetries))
 	if err != nil {
-		a.failed.Add(1)
-		a.log.Warn().Err(err).Str("subject", msg.Subject).Msg("audit record not sent to the stream")
+		a.storeAgain(msg, err)
 		return
 	}
 	a.acks <- fut
@@ -140,28 +156,88 @@ func (a *auditor) watchAcks(done chan<- struct{}) {
 	for fut := range a.acks {
 		select {
 		case <-fut.Ok():
-			a.published.Add(1)
+			a.donePublished()
 		case err := <-fut.Err():
-			a.resend(fut.Msg(), err)
+			a.storeAgain(fut.Msg(), err)
 		}
 	}
 }
 
-// resend publishes a record again and waits for its acknowledgement; it
-// gives up at once while NATS is disconnected, so that an outage does not
-// hold up the acknowledgements of the records behind it.
-func (a *auditor) resend(msg *nats.Msg, err error) {
-	for attempt := 0; attempt < auditRetries && a.nc.IsConnected(); attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), auditAckWait)
-		_, err = a.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(auditRetries))
-		cancel()
-		if err == nil {
-			a.published.Add(1)
-			return
-		}
+// Waits between attempts to store a record held through an outage.
+const (
+	auditRetryFirst = 100 * time.Millisecond
+	auditRetryMax   = 2 * time.Second
+)
+
+// storeAgain keeps sending a record the stream did not acknowledge until it
+// is stored, as long as the failure is one an outage explains: NATS
+// disconnected, the stream not created yet or without a leader, no answer
+// in time. Meanwhile the record is held, and so are the records behind it:
+// the queues in front of the stream fill, and past them new records are
+// dropped and counted, so an outage costs bounded memory and loses the
+// newest records only. At shutdown, held records are given up once the
+// shutdown's deadline has passed.
+func (a *auditor) storeAgain(msg *nats.Msg, err error) {
+	if !outageError(err) {
+		a.refused(msg, err)
+		return
 	}
-	a.failed.Add(1)
+	if a.retrying.Add(1) == 1 {
+		a.log.Warn().Err(err).Msg("audit stream not reachable: holding audit records until it is")
+	}
+	defer func() {
+		if a.retrying.Add(-1) == 0 && err == nil {
+			a.log.Info().Msg("audit stream reachable again: held audit records stored")
+		}
+	}()
+	wait := auditRetryFirst
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-a.abandon: // stop has logged how many are given up
+			a.doneFailed()
+			return
+		case <-timer.C:
+		}
+		if a.nc.IsConnected() {
+			ctx, cancel := context.WithTimeout(context.Background(), auditAckWait)
+			_, err = a.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(auditRetries))
+			cancel()
+			if err == nil {
+				a.donePublished()
+				return
+			}
+			if !outageError(err) {
+				a.refused(msg, err)
+				return
+			}
+		}
+		wait = min(2*wait, auditRetryMax)
+		timer.Reset(wait)
+	}
+}
+
+// refused counts and logs a record the stream will not take.
+func (a *auditor) refused(msg *nats.Msg, err error) {
+	a.doneFailed()
 	a.log.Warn().Err(err).Str("subject", msg.Subject).Msg("audit record not stored")
+}
+
+// outageError reports whether a failure to store a record may pass by
+// itself, so that sending it again is worth it. Refusals that sending again
+// cannot change (a record over the server's maximum payload, a stream
+// rejecting it for good) and a closed connection are not.
+func outageError(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil, errors.Is(err, nats.ErrMaxPayload), errors.Is(err, nats.ErrBadSubject),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrJetStreamPublisherClosed):
+		return false
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503 // JetStream or the stream temporarily unavailable
+	}
+	return true
 }
 
 // entry returns an empty entry to fill.
@@ -197,9 +273,11 @@ func (a *auditor) filled(e *auditEntry) {
 
 // submit queues e without ever blocking.
 func (a *auditor) submit(e *auditEntry) {
+	a.pending.Add(1)
 	select {
 	case a.entries <- e:
 	default:
+		a.pending.Add(-1)
 		if n := a.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8… drops
 			a.log.Warn().Uint64("dropped", n).Msg("audit queue full: records dropped")
 		}
@@ -225,7 +303,7 @@ func (a *auditor) run() {
 	var out []byte
 	publish := func(e *auditEntry) {
 		if a.interest != nil && !a.interest(e.subject) {
-			a.unheard.Add(1)
+			a.doneUnheard()
 			a.release(e)
 			return
 		}
@@ -237,9 +315,9 @@ func (a *auditor) run() {
 			}
 			a.publishStream(e.subject, id, e.encode(nil))
 		} else if out = e.encode(out[:0]); a.nc.Publish(e.subject, out) != nil {
-			a.failed.Add(1)
+			a.doneFailed()
 		} else {
-			a.published.Add(1)
+			a.donePublished()
 		}
 		a.release(e)
 	}
@@ -261,14 +339,18 @@ func (a *auditor) run() {
 }
 
 // stop publishes what is queued, waits for the stream's acknowledgements
-// (bounded by ctx) and returns. It is called after the HTTP server stopped,
+// (bounded by ctx: past it, records still pending are given up) and returns. It is called after the HTTP server stopped,
 // so nothing is submitted after it.
-func (a *auditor) stop(ctx context.Context) {
+func (a *auditor) stop(ctx context.Context) error {
 	close(a.quit)
 	select {
 	case <-a.done:
+		return nil
 	case <-ctx.Done():
-		a.log.Warn().Msg("audit records still unacknowledged at shutdown")
+		n := a.pending.Load()
+		a.log.Warn().Int64("pending", n).Msg("audit records still unacknowledged at shutdown: giving them up")
+		close(a.abandon)
+		return fmt.Errorf("%w: %d audit records not acknowledged by the stream before the shutdown deadline", ErrNATS, n)
 	}
 }
 

@@ -150,7 +150,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	b.mux, err = newReplyMux(nc)
 	if err != nil {
-		b.audit.stop(ctx)
+		_ = b.audit.stop(ctx) // nothing was audited yet
 		nc.Close()
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: reply subscription: %v", ErrNATS, err)
@@ -160,7 +160,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.shadowAnswered(c.shadowRoute, c.shadowOf, reply, outcome, nil)
 	}
 	if err := b.streams(ctx); err != nil {
-		b.audit.stop(ctx)
+		_ = b.audit.stop(ctx) // nothing was audited yet
 		nc.Close()
 		b.stopEmbeddedNATS()
 		return err
@@ -168,7 +168,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 
 	ln, err := net.Listen("tcp", b.cfg.Listen)
 	if err != nil {
-		b.audit.stop(ctx)
+		_ = b.audit.stop(ctx) // nothing was audited yet
 		nc.Close()
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
@@ -190,7 +190,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		if err := b.serveOps(); err != nil {
 			ln.Close()
 			b.mux.stop()
-			b.audit.stop(ctx)
+			_ = b.audit.stop(ctx) // nothing was audited yet
 			nc.Close()
 			b.stopEmbeddedNATS()
 			return err
@@ -296,7 +296,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		b.mux.stop()
 	}
 	if b.audit != nil {
-		b.audit.stop(ctx)
+		if err := b.audit.stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if b.nc != nil {
 		if err := b.nc.Drain(); err != nil {

@@ -3,9 +3,16 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/timbus-dev/timbus/bridge/natstest"
@@ -185,6 +192,184 @@ func TestSubjectCovers(t *testing.T) {
 	} {
 		if got := subjectCovers(tt.pattern, tt.want); got != tt.ok {
 			t.Errorf("subjectCovers(%s, %s) = %v", tt.pattern, tt.want, got)
+		}
+	}
+}
+
+// streamRecords lists the audit records in a stream, in stream order.
+func streamRecords(t *testing.T, url, stream string) ([]protocol.AuditRecord, error) {
+	t.Helper()
+	nc := natsConnect(t, url)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var recs []protocol.AuditRecord
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", seq, err)
+		}
+		var r protocol.AuditRecord
+		if err := json.Unmarshal(msg.Data, &r); err != nil {
+			t.Fatalf("record %d: %v", seq, err)
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
+// runJetStreamOn runs a NATS server with JetStream on port, storing in dir.
+func runJetStreamOn(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	opts := natstest.Options()
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = dir
+	return natstest.RunWith(t, opts)
+}
+
+// TestFault_AuditStreamThroughOutages: audit records of callbacks answered
+// while NATS is down (before the bridge ever reached it, and during a
+// restart) are held and stored once NATS and the stream are back, each once.
+func TestFault_AuditStreamThroughOutages(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	tb := runBridge(t, fmt.Sprintf("nats://127.0.0.1:%d", port), func(c *Config) {
+		c.Timeout = 500 * time.Millisecond
+		c.AuditStream = StreamConfig{Name: "AUDIT", MaxAge: time.Hour}
+	})
+	c := newCaller(true)
+	defer c.closeIdle()
+	want := map[string]int{} // outcome → records
+	callbacks := func(n int, answer string, outcome Outcome) {
+		t.Helper()
+		for range n {
+			r := c.post(tb.callbackURL(oaCreate), sample(t, oaCreate))
+			if r.err != nil || r.status != http.StatusOK || r.body != answer {
+				t.Fatalf("callback: %d %q %v, want %s", r.status, r.body, r.err, answer)
+			}
+		}
+		want[string(outcome)] += n
+	}
+	storedAll := func(ns *server.Server) {
+		t.Helper()
+		total := 0
+		for _, n := range want {
+			total += n
+		}
+		var recs []protocol.AuditRecord
+		waitFor(t, 15*time.Second, func() (err error) {
+			if recs, err = streamRecords(t, ns.ClientURL(), "AUDIT"); err != nil {
+				return fmt.Errorf("%v: %w", err, errNotYet)
+			}
+			if len(recs) < total {
+				return fmt.Errorf("%d of %d records stored: %w", len(recs), total, errNotYet)
+			}
+			return nil
+		})
+		got, ids := map[string]int{}, map[string]bool{}
+		for _, r := range recs {
+			got[r.Outcome]++
+			ids[r.RequestID] = true
+		}
+		if !maps.Equal(got, want) || len(ids) != len(recs) {
+			t.Fatalf("stored %d records with %d request ids, by outcome %v; want %v, each once", len(recs), len(ids), got, want)
+		}
+		_, text := get(t, tb.base+PathMetrics)
+		if pending, failed := metricValue(t, text, "timbus_audit_pending"), metricValue(t, text, "timbus_audit_failed_total"); pending != "0" || failed != "0" {
+			t.Errorf("timbus_audit_pending %s, timbus_audit_failed_total %s; want 0 and 0", pending, failed)
+		}
+	}
+
+	callbacks(5, allowAnswer, OutcomeNATSError) // NATS not reached yet: the default, at once
+	ns := runJetStreamOn(t, port, dir)
+	storedAll(ns)
+	decider(t, deciderConn(t, ns.ClientURL()), decideOA, replyWith(oaCreateDeny))
+	waitFor(t, 5*time.Second, func() error {
+		if r := c.post(tb.callbackURL(oaCreate), sample(t, oaCreate)); r.body != oaCreateDeny {
+			want[string(OutcomeNoDeciders)]++ // the bridge's view of the subscription lags
+			return errNotYet
+		}
+		want[string(OutcomeDecided)]++
+		return nil
+	})
+	callbacks(5, oaCreateDeny, OutcomeDecided)
+	storedAll(ns)
+
+	stopNATS(ns)
+	waitFor(t, 5*time.Second, func() error {
+		if tb.Bridge.nc.IsConnected() {
+			return errNotYet
+		}
+		return nil
+	})
+	callbacks(5, allowAnswer, OutcomeNATSError)
+	ns = runJetStreamOn(t, port, dir)
+	storedAll(ns)
+}
+
+// TestAuditShutdownGivesUpHeldRecords: records held for a NATS that never
+// comes back are counted as failed once Shutdown's deadline has passed, and
+// Shutdown returns then.
+func TestAuditShutdownGivesUpHeldRecords(t *testing.T) {
+	tb := runBridge(t, fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)), func(c *Config) {
+		c.AuditStream = StreamConfig{Name: "AUDIT"}
+	})
+	for range 3 {
+		post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if got := tb.audit.pending.Load(); got != 3 {
+			return fmt.Errorf("%d records pending: %w", got, errNotYet)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := tb.Shutdown(ctx)
+	if !errors.Is(err, ErrNATS) || !strings.Contains(err.Error(), "3 audit records not acknowledged") {
+		t.Errorf("Shutdown: %v, want ErrNATS and the 3 records given up", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Shutdown took %v with a 500ms deadline", took)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if got, pending := tb.audit.failed.Load(), tb.audit.pending.Load(); got != 3 || pending != 0 {
+			return fmt.Errorf("%d records failed, %d pending: %w", got, pending, errNotYet)
+		}
+		return nil
+	})
+}
+
+func TestOutageError(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{nats.ErrNoResponders, true},
+		{jetstream.ErrNoStreamResponse, true},
+		{jetstream.ErrAsyncPublishTimeout, true},
+		{nats.ErrReconnectBufExceeded, true},
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("publish: %w", nats.ErrTimeout), true},
+		{&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 400, Description: "message size exceeds maximum allowed"}, false},
+		{nats.ErrMaxPayload, false},
+		{nats.ErrConnectionClosed, false},
+		{jetstream.ErrJetStreamPublisherClosed, false},
+	} {
+		if got := outageError(tt.err); got != tt.want {
+			t.Errorf("outageError(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

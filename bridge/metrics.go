@@ -100,7 +100,10 @@ func newMetrics(b *Bridge) *metrics {
 		counter("timbus_audit_dropped_total", "Audit records dropped because the queue was full.", func() float64 {
 			return auditCount(b, func(a *auditor) uint64 { return a.dropped.Load() })
 		}),
-		counter("timbus_audit_failed_total", "Audit records NATS or the stream refused.", func() float64 {
+		gauge("timbus_audit_pending", "Audit records queued and not yet published: waiting to be sent, for the stream's acknowledgement, or for NATS or the stream to be reachable again.", func() float64 {
+			return auditCount(b, func(a *auditor) uint64 { return uint64(max(a.pending.Load(), 0)) })
+		}),
+		counter("timbus_audit_failed_total", "Audit records NATS or the stream refused for good, or still held at shutdown.", func() float64 {
 			return auditCount(b, func(a *auditor) uint64 { return a.failed.Load() })
 		}),
 		counter("timbus_audit_unheard_total", "Audit records not sent because nobody subscribed to them (embedded NATS only).", func() float64 {
