@@ -3,7 +3,9 @@ package deciders_test
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +218,70 @@ func TestCallback_Decode(t *testing.T) {
 	if err := cb.Decode(&v); !errors.Is(err, deciders.ErrBody) {
 		t.Fatalf("Decode(nope) = %v, want ErrBody", err)
 	}
+}
+
+// FuzzCallbackFields holds Fields to a plain decoding of the same body: a
+// body it accepts is a JSON object, and each field holds exactly what the
+// member of that name holds (missing or null: the zero value).
+func FuzzCallbackFields(f *testing.F) {
+	for _, s := range catalog.SampleRequests() {
+		f.Add(s.Body)
+	}
+	for _, s := range []string{`{}`, `null`, `[]`, `{"Name":null,"EventTime":"12"}`, `{"name":"x","Name":"y"}`,
+		`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`, `{"EventTime":1e3}`, `{"Name":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := (&deciders.Callback{Body: body}).Fields()
+		if err != nil {
+			if !errors.Is(err, deciders.ErrBody) {
+				t.Fatalf("error %v does not wrap ErrBody", err)
+			}
+			return
+		}
+		var plain map[string]any
+		if err := json.Unmarshal(body, &plain); err != nil || plain == nil {
+			t.Fatalf("Fields accepted %q, which is not a JSON object (%v)", body, err)
+		}
+		for name, value := range map[string]string{
+			"CallbackCommand": got.CallbackCommand, "From_Account": got.FromAccount, "To_Account": got.ToAccount,
+			"Operator_Account": got.OperatorAccount, "Owner_Account": got.OwnerAccount, "GroupId": got.GroupID,
+			"Type": got.Type, "Name": got.Name, "CloudCustomData": got.CloudCustomData,
+		} {
+			want, _ := plain[name].(string) // accepted, so a string, null or missing
+			if value != want {
+				t.Fatalf("%s = %q, the body holds %q", name, value, want)
+			}
+		}
+		elems, _ := plain["MsgBody"].([]any)
+		if len(got.MsgBody) != len(elems) {
+			t.Fatalf("%d MsgBody elements, the body holds %d", len(got.MsgBody), len(elems))
+		}
+		for i, e := range got.MsgBody {
+			member, _ := elems[i].(map[string]any)
+			if wantType, _ := member["MsgType"].(string); e.MsgType != wantType {
+				t.Fatalf("element %d: MsgType %q, the body holds %q", i, e.MsgType, wantType)
+			}
+			content, _ := member["MsgContent"].(map[string]any)
+			wantText, isText := content["Text"].(string)
+			text, ok := e.Text()
+			if ok != (isText && e.MsgType == deciders.MsgTypeText) || text != wantText && ok {
+				t.Fatalf("element %d: Text() = %q, %v; the body holds %v", i, text, ok, member)
+			}
+		}
+		switch v := plain["EventTime"].(type) {
+		case float64:
+			if v == float64(int64(v)) && math.Abs(v) < 1<<53 && int64(got.EventTime) != int64(v) {
+				t.Fatalf("EventTime = %d, the body holds %v", got.EventTime, v)
+			}
+		case string:
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && int64(got.EventTime) != n {
+				t.Fatalf("EventTime = %d, the body holds %q", got.EventTime, v)
+			}
+		case nil:
+			if got.EventTime != 0 {
+				t.Fatalf("EventTime = %d, the body holds none", got.EventTime)
+			}
+		}
+	})
 }
