@@ -52,8 +52,8 @@ type auditor struct {
 	// unheard yet: in the queue, awaiting the stream's acknowledgement, or
 	// held through an outage.
 	pending atomic.Int64
-	// retrying counts the records being sent again after an outage.
-	retrying atomic.Int64
+	// outageLogged is when storeAgain last logged (unix nanos).
+	outageLogged atomic.Int64
 }
 
 // done* end a queued record's life, counted.
@@ -163,10 +163,12 @@ func (a *auditor) watchAcks(done chan<- struct{}) {
 	}
 }
 
-// Waits between attempts to store a record held through an outage.
+// Waits between attempts to store a record held through an outage, and
+// between the warnings that records are held.
 const (
-	auditRetryFirst = 100 * time.Millisecond
-	auditRetryMax   = 2 * time.Second
+	auditRetryFirst     = 100 * time.Millisecond
+	auditRetryMax       = 2 * time.Second
+	auditOutageLogEvery = 10 * time.Second
 )
 
 // storeAgain keeps sending a record the stream did not acknowledge until it
@@ -182,24 +184,16 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 		a.refused(msg, err)
 		return
 	}
-	if a.retrying.Add(1) == 1 {
-		a.log.Warn().Err(err).Msg("audit stream not reachable: holding audit records until it is")
+	if now, last := time.Now().UnixNano(), a.outageLogged.Load(); now-last > int64(auditOutageLogEvery) && a.outageLogged.CompareAndSwap(last, now) {
+		a.log.Warn().Err(err).Int64("pending", a.pending.Load()).Msg("audit stream not reachable: holding audit records until it is")
 	}
-	defer func() {
-		if a.retrying.Add(-1) == 0 && err == nil {
-			a.log.Info().Msg("audit stream reachable again: held audit records stored")
-		}
-	}()
 	wait := auditRetryFirst
 	timer := time.NewTimer(wait)
+	timer.Stop()
 	defer timer.Stop()
 	for {
-		select {
-		case <-a.abandon: // stop has logged how many are given up
-			a.doneFailed()
-			return
-		case <-timer.C:
-		}
+		// At once when connected: the records queued behind one that waited
+		// have often failed only because it did, and go through in turn.
 		if a.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), auditAckWait)
 			_, err = a.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(auditRetries))
@@ -213,8 +207,14 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 				return
 			}
 		}
-		wait = min(2*wait, auditRetryMax)
 		timer.Reset(wait)
+		select {
+		case <-a.abandon: // stop has logged how many are given up
+			a.doneFailed()
+			return
+		case <-timer.C:
+		}
+		wait = min(2*wait, auditRetryMax)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
@@ -290,6 +291,23 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 	}
 
 	callbacks(5, allowAnswer, OutcomeNATSError) // NATS not reached yet: the default, at once
+	// A NATS server without JetStream: nobody answers the records; then
+	// one with JetStream takes its place.
+	plain := runNATSOn(t, port)
+	waitFor(t, 5*time.Second, func() error {
+		if !tb.Bridge.nc.IsConnected() {
+			return errNotYet
+		}
+		return nil
+	})
+	callbacks(300, allowAnswer, OutcomeNoDeciders)
+	waitFor(t, 10*time.Second, func() error {
+		if n := tb.audit.pending.Load(); n != 305 {
+			return fmt.Errorf("%d records pending: %w", n, errNotYet)
+		}
+		return nil
+	})
+	stopNATS(plain)
 	ns := runJetStreamOn(t, port, dir)
 	storedAll(ns)
 	decider(t, deciderConn(t, ns.ClientURL()), decideOA, replyWith(oaCreateDeny))
@@ -314,6 +332,72 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 	callbacks(5, allowAnswer, OutcomeNATSError)
 	ns = runJetStreamOn(t, port, dir)
 	storedAll(ns)
+}
+
+// TestFault_AuditStreamRecreated: with the stream deleted, every record
+// sent fails; once the stream is back they are all stored, each once, in
+// turn and without waiting between them.
+func TestFault_AuditStreamRecreated(t *testing.T) {
+	ns := runJetStreamOn(t, freePort(t), t.TempDir())
+	cfg, logs := faultConfig(ns.ClientURL(), func(c *Config) {
+		c.AuditStream = StreamConfig{Name: "AUDIT", MaxAge: time.Hour}
+		c.Logger = c.Logger.Level(zerolog.WarnLevel) // no line per callback
+	})
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tb := adopt(t, b, logs)
+	js, _ := jetstream.New(natsConnect(t, ns.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, "AUDIT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "AUDIT"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	c := newCaller(true)
+	defer c.closeIdle()
+	for range n {
+		if r := c.post(tb.callbackURL(oaCreate), sample(t, oaCreate)); r.status != http.StatusOK {
+			t.Fatalf("callback: %d %q %v", r.status, r.body, r.err)
+		}
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "audit stream not reachable") {
+			return errNotYet
+		}
+		return nil
+	})
+	if _, err := js.CreateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	recreated := time.Now()
+	var recs []protocol.AuditRecord
+	waitFor(t, 10*time.Second, func() (err error) {
+		if recs, err = streamRecords(t, ns.ClientURL(), "AUDIT"); err != nil || len(recs) < n {
+			return fmt.Errorf("%d of %d records stored (%v): %w", len(recs), n, err, errNotYet)
+		}
+		return nil
+	})
+	t.Logf("%d records stored %v after the stream was back", len(recs), time.Since(recreated).Round(time.Millisecond))
+	ids := map[string]bool{}
+	for _, r := range recs {
+		ids[r.RequestID] = true
+	}
+	if len(recs) != n || len(ids) != n || tb.audit.failed.Load() != 0 {
+		t.Errorf("%d records with %d request ids, %d failed; want %d, each once, none failed", len(recs), len(ids), tb.audit.failed.Load(), n)
+	}
 }
 
 // TestAuditShutdownGivesUpHeldRecords: records held for a NATS that never
