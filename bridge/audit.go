@@ -27,14 +27,17 @@ const auditQueueLen = 16384
 type auditor struct {
 	nc *nats.Conn
 	// js, when set, publishes to the audit stream with acknowledgements.
-	js      jetstream.JetStream
-	acks    chan jetstream.PubAckFuture
-	log     zerolog.Logger
-	prefix  string
-	entries chan *auditEntry
-	pool    sync.Pool
-	quit    chan struct{}
-	done    chan struct{}
+	js jetstream.JetStream
+	// noStream, when set, hears of the errors of records sent again, so
+	// that a stream found missing is created again.
+	noStream func(error)
+	acks     chan jetstream.PubAckFuture
+	log      zerolog.Logger
+	prefix   string
+	entries  chan *auditEntry
+	pool     sync.Pool
+	quit     chan struct{}
+	done     chan struct{}
 	// abandon is closed when shutdown stops waiting: records still held
 	// for an outage are given up.
 	abandon chan struct{}
@@ -205,6 +208,9 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 			if !outageError(err) {
 				a.refused(msg, err)
 				return
+			}
+			if a.noStream != nil {
+				a.noStream(err)
 			}
 		}
 		timer.Reset(wait)

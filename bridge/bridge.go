@@ -48,10 +48,14 @@ type Bridge struct {
 	audit      *auditor
 	mux        *replyMux
 	events     jetstream.JetStream // nil unless an events stream is configured
-	srv        *fasthttp.Server
-	ln         net.Listener
-	serveDone  chan struct{}
-	serveErr   error
+	// setupStreams creates the configured streams that are missing; nil
+	// without streams. streamsChecked is when recheckStreams last ran it.
+	setupStreams   func(context.Context) error
+	streamsChecked atomic.Int64
+	srv            *fasthttp.Server
+	ln             net.Listener
+	serveDone      chan struct{}
+	serveErr       error
 }
 
 // New validates cfg and builds a Bridge. The Bridge keeps its own copy.

@@ -360,6 +360,7 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 		err = b.nc.PublishMsg(&x.msg)
 	}
 	if err != nil {
+		b.recheckStreams(err)
 		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
 		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: OutcomeNATSError, err: err}
 	}

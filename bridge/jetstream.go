@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
@@ -89,8 +90,10 @@ func (b *Bridge) streams(ctx context.Context) error {
 		}
 		return nil
 	}
+	b.setupStreams = setup
 	if b.cfg.AuditStream.Name != "" {
 		b.audit.js = js
+		b.audit.noStream = b.recheckStreams
 	}
 	if b.cfg.EventsStream.Name != "" {
 		b.events = js
@@ -113,6 +116,33 @@ func (b *Bridge) streams(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// streamRecheckEvery spaces the attempts of recheckStreams.
+const streamRecheckEvery = 5 * time.Second
+
+// recheckStreams sets the configured streams up again, in the background
+// and at most once per streamRecheckEvery, when a publish found no stream
+// answering while NATS is connected: a stream deleted, or a NATS server
+// restarted without its storage, would otherwise leave every audit record
+// held and every event refused. Other errors are not its business.
+func (b *Bridge) recheckStreams(err error) {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) ||
+		b.setupStreams == nil || b.stopping.Load() || !b.nc.IsConnected() {
+		return
+	}
+	now, last := time.Now().UnixNano(), b.streamsChecked.Load()
+	if now-last < int64(streamRecheckEvery) || !b.streamsChecked.CompareAndSwap(last, now) {
+		return
+	}
+	b.log.Warn().Err(err).Msg("a JetStream stream does not answer: setting the streams up again")
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), streamRecheckEvery)
+		defer cancel()
+		if err := b.setupStreams(ctx); err != nil {
+			b.log.Warn().Err(err).Msg("JetStream streams not ready; retrying")
+		}
+	}()
 }
 
 // subjectCovers reports whether the subject pattern (with * and >) matches

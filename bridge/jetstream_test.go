@@ -334,13 +334,16 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 	storedAll(ns)
 }
 
-// TestFault_AuditStreamRecreated: with the stream deleted, every record
-// sent fails; once the stream is back they are all stored, each once, in
-// turn and without waiting between them.
-func TestFault_AuditStreamRecreated(t *testing.T) {
+// TestFault_StreamsDeleted: with its streams deleted under it (or a NATS
+// server restarted without its storage), the bridge creates them again. The
+// audit records sent meanwhile are held and then all stored, each once and
+// without waiting between them; after callbacks are refused (so that
+// Tencent retries) until the events stream is back.
+func TestFault_StreamsDeleted(t *testing.T) {
 	ns := runJetStreamOn(t, freePort(t), t.TempDir())
 	cfg, logs := faultConfig(ns.ClientURL(), func(c *Config) {
 		c.AuditStream = StreamConfig{Name: "AUDIT", MaxAge: time.Hour}
+		c.EventsStream = StreamConfig{Name: "EVENTS", MaxAge: time.Hour}
 		c.Logger = c.Logger.Level(zerolog.WarnLevel) // no line per callback
 	})
 	b, err := New(cfg)
@@ -354,17 +357,13 @@ func TestFault_AuditStreamRecreated(t *testing.T) {
 	js, _ := jetstream.New(natsConnect(t, ns.ClientURL()))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream, err := js.Stream(ctx, "AUDIT")
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"AUDIT", "EVENTS"} {
+		if err := js.DeleteStream(ctx, name); err != nil {
+			t.Fatal(err)
+		}
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := js.DeleteStream(ctx, "AUDIT"); err != nil {
-		t.Fatal(err)
-	}
+	deleted := time.Now()
+
 	const n = 300
 	c := newCaller(true)
 	defer c.closeIdle()
@@ -373,30 +372,38 @@ func TestFault_AuditStreamRecreated(t *testing.T) {
 			t.Fatalf("callback: %d %q %v", r.status, r.body, r.err)
 		}
 	}
-	waitFor(t, 10*time.Second, func() error {
-		if !strings.Contains(logs.String(), "audit stream not reachable") {
-			return errNotYet
+	const joined = "Group.CallbackAfterNewMemberJoin"
+	refused := 0
+	waitFor(t, 15*time.Second, func() error {
+		r := c.post(tb.callbackURL(joined), sample(t, joined))
+		if r.status != http.StatusOK {
+			refused++
+			return fmt.Errorf("after callback: %d %q: %w", r.status, r.body, errNotYet)
 		}
 		return nil
 	})
-	if _, err := js.CreateStream(ctx, info.Config); err != nil {
-		t.Fatal(err)
+	if refused == 0 {
+		t.Error("an after callback was accepted with no events stream to keep it")
 	}
-	recreated := time.Now()
 	var recs []protocol.AuditRecord
-	waitFor(t, 10*time.Second, func() (err error) {
-		if recs, err = streamRecords(t, ns.ClientURL(), "AUDIT"); err != nil || len(recs) < n {
-			return fmt.Errorf("%d of %d records stored (%v): %w", len(recs), n, err, errNotYet)
+	waitFor(t, 15*time.Second, func() (err error) {
+		if recs, err = streamRecords(t, ns.ClientURL(), "AUDIT"); err != nil || len(recs) < n+refused+1 {
+			return fmt.Errorf("%d of %d records stored (%v): %w", len(recs), n+refused+1, err, errNotYet)
 		}
 		return nil
 	})
-	t.Logf("%d records stored %v after the stream was back", len(recs), time.Since(recreated).Round(time.Millisecond))
+	t.Logf("streams back and %d records stored %v after they were deleted; %d after callbacks refused meanwhile",
+		len(recs), time.Since(deleted).Round(time.Millisecond), refused)
 	ids := map[string]bool{}
 	for _, r := range recs {
 		ids[r.RequestID] = true
 	}
-	if len(recs) != n || len(ids) != n || tb.audit.failed.Load() != 0 {
-		t.Errorf("%d records with %d request ids, %d failed; want %d, each once, none failed", len(recs), len(ids), tb.audit.failed.Load(), n)
+	if len(recs) != n+refused+1 || len(ids) != len(recs) || tb.audit.failed.Load() != 0 {
+		t.Errorf("%d records with %d request ids, %d failed; want %d, each once, none failed",
+			len(recs), len(ids), tb.audit.failed.Load(), n+refused+1)
+	}
+	if got := streamMsgs(t, ns.ClientURL(), "EVENTS"); got != 1 {
+		t.Errorf("%d events stored, want the one accepted", got)
 	}
 }
 
