@@ -183,6 +183,12 @@ const (
 // newest records only. At shutdown, held records are given up once the
 // shutdown's deadline has passed.
 func (a *auditor) storeAgain(msg *nats.Msg, err error) {
+	select {
+	case <-a.abandon: // shutdown gave up: stop has logged how many
+		a.doneFailed()
+		return
+	default:
+	}
 	if !outageError(err) {
 		a.refused(msg, err)
 		return
@@ -215,7 +221,7 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 		}
 		timer.Reset(wait)
 		select {
-		case <-a.abandon: // stop has logged how many are given up
+		case <-a.abandon:
 			a.doneFailed()
 			return
 		case <-timer.C:
