@@ -55,8 +55,8 @@ type auditor struct {
 	// unheard yet: in the queue, awaiting the stream's acknowledgement, or
 	// held through an outage.
 	pending atomic.Int64
-	// outageLogged is when storeAgain last logged (unix nanos).
-	outageLogged atomic.Int64
+	// outageWarning spaces storeAgain's warnings.
+	outageWarning gate
 }
 
 // done* end a queued record's life, counted.
@@ -193,7 +193,7 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 		a.refused(msg, err)
 		return
 	}
-	if now, last := time.Now().UnixNano(), a.outageLogged.Load(); now-last > int64(auditOutageLogEvery) && a.outageLogged.CompareAndSwap(last, now) {
+	if a.outageWarning.pass(auditOutageLogEvery) {
 		a.log.Warn().Err(err).Int64("pending", a.pending.Load()).Msg("audit stream not reachable: holding audit records until it is")
 	}
 	wait := auditRetryFirst
@@ -351,8 +351,9 @@ func (a *auditor) run() {
 }
 
 // stop publishes what is queued, waits for the stream's acknowledgements
-// (bounded by ctx: past it, records still pending are given up) and returns. It is called after the HTTP server stopped,
-// so nothing is submitted after it.
+// (bounded by ctx: past it, records still pending are given up) and returns.
+// It is called after the HTTP server stopped, so nothing is submitted after
+// it.
 func (a *auditor) stop(ctx context.Context) error {
 	close(a.quit)
 	select {

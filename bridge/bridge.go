@@ -49,9 +49,9 @@ type Bridge struct {
 	mux        *replyMux
 	events     jetstream.JetStream // nil unless an events stream is configured
 	// setupStreams creates the configured streams that are missing; nil
-	// without streams. streamsChecked is when recheckStreams last ran it.
+	// without streams. streamsRecheck spaces recheckStreams's runs of it.
 	setupStreams   func(context.Context) error
-	streamsChecked atomic.Int64
+	streamsRecheck gate
 	srv            *fasthttp.Server
 	ln             net.Listener
 	serveDone      chan struct{}

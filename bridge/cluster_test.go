@@ -5,7 +5,6 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -20,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/timbus-dev/timbus/bridge/natstest"
-	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // natsCluster is a running cluster; node i is servers[i].
@@ -495,44 +493,21 @@ func readAudit(t *testing.T, s *server.Server, name string) (perID map[string]in
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	if replicas := stream.CachedInfo().Config.Replicas; replicas != 3 {
+		t.Errorf("stream has %d replicas, want 3", replicas)
 	}
-	if info.Config.Replicas != 3 {
-		t.Errorf("stream has %d replicas, want 3", info.Config.Replicas)
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	recs, err := streamRecords(t, s.ClientURL(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	perID = map[string]int{}
-	for read := uint64(0); read < info.State.Msgs; {
-		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			read++
-			n++
-			var r protocol.AuditRecord
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				t.Fatalf("record: %v\n%s", err, m.Data())
-			}
-			switch r.Outcome {
-			case string(OutcomeLate):
-				late++
-			case string(OutcomeRejected):
-			default:
-				perID[r.RequestID]++
-			}
-		}
-		if batch.Error() != nil {
-			t.Fatal(batch.Error())
-		}
-		if n == 0 {
-			t.Fatalf("read %d of %d records, then nothing more", read, info.State.Msgs)
+	for _, r := range recs {
+		switch r.Outcome {
+		case string(OutcomeLate):
+			late++
+		case string(OutcomeRejected):
+		default:
+			perID[r.RequestID]++
 		}
 	}
 	return perID, late

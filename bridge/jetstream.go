@@ -131,8 +131,7 @@ func (b *Bridge) recheckStreams(err error) {
 		b.setupStreams == nil || b.stopping.Load() || !b.nc.IsConnected() {
 		return
 	}
-	now, last := time.Now().UnixNano(), b.streamsChecked.Load()
-	if now-last < int64(streamRecheckEvery) || !b.streamsChecked.CompareAndSwap(last, now) {
+	if !b.streamsRecheck.pass(streamRecheckEvery) {
 		return
 	}
 	b.log.Warn().Err(err).Msg("a JetStream stream does not answer: setting the streams up again")

@@ -197,13 +197,15 @@ func TestSubjectCovers(t *testing.T) {
 	}
 }
 
-// streamRecords lists the audit records in a stream, in stream order.
+// streamRecords reads every audit record of a stream, in stream order. A
+// stream that is missing or does not answer is an error, not a failure, for
+// tests that wait for one.
 func streamRecords(t *testing.T, url, stream string) ([]protocol.AuditRecord, error) {
 	t.Helper()
 	nc := natsConnect(t, url)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -213,17 +215,31 @@ func streamRecords(t *testing.T, url, stream string) ([]protocol.AuditRecord, er
 	if err != nil {
 		return nil, err
 	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
 	var recs []protocol.AuditRecord
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := s.GetMsg(ctx, seq)
+	for uint64(len(recs)) < info.State.Msgs {
+		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", seq, err)
+			return nil, err
 		}
-		var r protocol.AuditRecord
-		if err := json.Unmarshal(msg.Data, &r); err != nil {
-			t.Fatalf("record %d: %v", seq, err)
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var r protocol.AuditRecord
+			if err := json.Unmarshal(m.Data(), &r); err != nil {
+				t.Fatalf("record: %v\n%s", err, m.Data())
+			}
+			recs = append(recs, r)
 		}
-		recs = append(recs, r)
+		if batch.Error() != nil {
+			return nil, batch.Error()
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("read %d of %d records, then nothing more", len(recs), info.State.Msgs)
+		}
 	}
 	return recs, nil
 }
