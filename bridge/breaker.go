@@ -7,7 +7,7 @@ import (
 
 // BreakerConfig turns on a circuit breaker per command: when, within Window,
 // at least MinRequests decisions were made and the share of them that failed
-// (timeout, decider error, invalid reply, NATS error) reaches FailureRatio,
+// (timeout, no deciders, NATS error) reaches FailureRatio,
 // the command's callbacks get the default verdict at once for Cooldown; then
 // one callback probes the deciders again, and its success closes the breaker.
 type BreakerConfig struct {
@@ -86,10 +86,15 @@ func (br *breaker) reset(now time.Time) {
 	br.failures.Store(0)
 }
 
-// failed reports whether an outcome counts against the deciders.
+// failed reports whether an outcome counts against the deciders: only
+// failures of their side do, those that say nothing about the callback in
+// hand. A decider's error or a broken reply about one callback's content
+// does not: whoever can send callbacks could otherwise send 20 bodies that
+// make the decider complain, open the breaker, and have every real callback
+// answered with the default (often allow) for the cool-down.
 func failed(o Outcome) bool {
 	switch o {
-	case OutcomeTimeout, OutcomeDeciderError, OutcomeInvalidReply, OutcomeNATSError:
+	case OutcomeTimeout, OutcomeNoDeciders, OutcomeNATSError:
 		return true
 	}
 	return false

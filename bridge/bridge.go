@@ -138,7 +138,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.stopEmbeddedNATS()
-		return fmt.Errorf("%w: connect %s: %v", ErrNATS, url, err)
+		return fmt.Errorf("%w: connect %s: %w", ErrNATS, RedactURLs(url), urlError{err, url})
 	}
 	b.nc = nc
 	if nc.IsConnected() {
@@ -205,8 +205,12 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.serveErr = b.srv.Serve(ln)
 	}()
 	go b.watchDeciders(b.cfg.RegistryInterval)
-	b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", b.NATSURL()).
-		Bool("embedded_nats", b.ns != nil).Msg("timbus bridge started")
+	started := b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", RedactURLs(b.NATSURL())).
+		Bool("embedded_nats", b.ns != nil)
+	if ops := b.OpsAddr(); ops != "" {
+		started = started.Str("metrics_listen", ops)
+	}
+	started.Msg("timbus bridge started")
 	return nil
 }
 
@@ -380,5 +384,10 @@ func (b *Bridge) stopEmbeddedNATS() {
 type fasthttpLogger struct{ log zerolog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Debug().Str(logKeyComponent, "http").Msgf(format, args...)
+	e := l.log.Debug()
+	if e == nil {
+		return
+	}
+	// fasthttp's connection errors quote the request bytes, Sign and all.
+	e.Str(logKeyComponent, "http").Bytes(zerolog.MessageFieldName, redactSign(fmt.Appendf(nil, format, args...))).Send()
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -78,9 +79,12 @@ type Config struct {
 	// address instead of the callback listener.
 	MetricsListen string
 	// RequireDeciders makes /readyz report not ready while a before command
-	// in use (configured, or seen in a callback) has no live decider
-	// discoverable as a NATS service.
+	// named in Commands has no live decider discoverable as a NATS service.
 	RequireDeciders bool
+	// RequiredCommands are more before commands that must have a live
+	// decider for /readyz to report ready. Readiness never depends on what
+	// callbacks arrive: anyone can send one.
+	RequiredCommands []string
 	// RegistryInterval is how often live deciders are counted.
 	RegistryInterval time.Duration
 	// DrainDelay is how long Shutdown reports not ready before it closes
@@ -247,6 +251,12 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.Path, "/") {
 		return bad("path", c.Path, fmt.Errorf("%w: must start with /", ErrInvalidValue))
 	}
+	for _, u := range strings.Split(c.NATSURL, ",") {
+		// url.Parse's error quotes the URL, password and all.
+		if _, err := url.Parse(strings.TrimSpace(u)); err != nil && c.NATSURL != "" {
+			return bad("nats-url", RedactURLs(c.NATSURL), fmt.Errorf("%w: a URL does not parse (is a character of its password not escaped?)", ErrInvalidValue))
+		}
+	}
 	if c.NATSURL == "" && c.NATSListen == "" {
 		return bad("nats-listen", c.NATSListen, fmt.Errorf("%w: needed when nats-url is empty", ErrMissing))
 	}
@@ -339,6 +349,16 @@ func (c *Config) Validate() error {
 			if !cmd.ValidCode(v.Code) {
 				return bad(field, v, fmt.Errorf("%w: %s accepts ErrorCode %s", ErrInvalidVerdict, cmd.Name, cmd.CodesString()))
 			}
+		}
+	}
+	for _, name := range c.RequiredCommands {
+		cmd, listed := catalog.Lookup(name)
+		_, configured := c.Commands[name]
+		switch {
+		case !listed && !configured:
+			return bad("require-deciders", name, fmt.Errorf("%w: not a command of the catalogue or of the commands section", ErrInvalidValue))
+		case listed && !cmd.Kind.NeedsReply(), c.Commands[name].FireAndForget:
+			return bad("require-deciders", name, fmt.Errorf("%w: deciders answer before commands only; this one is published as an event", ErrInvalidValue))
 		}
 	}
 	if c.MaxInflight < 0 {

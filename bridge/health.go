@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -14,8 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
-
-	"github.com/timbus-dev/timbus/bridge/catalog"
 )
 
 // Paths of the operations endpoints.
@@ -70,10 +69,10 @@ func (b *Bridge) notReady() []string {
 		}
 		reasons = append(reasons, "NATS not connected: "+status)
 	}
-	if b.cfg.RequireDeciders {
+	if b.cfg.RequireDeciders || len(b.cfg.RequiredCommands) > 0 {
 		live := b.registry.Load()
 		for _, a := range b.appList {
-			for _, name := range a.inUse() {
+			for _, name := range a.required() {
 				if live == nil || (*live)[a.id+" "+name] == 0 {
 					reasons = append(reasons, fmt.Sprintf("no live decider for %s of SdkAppid %s", name, a.id))
 				}
@@ -83,17 +82,24 @@ func (b *Bridge) notReady() []string {
 	return reasons
 }
 
-// inUse lists the before commands of an app that callbacks have arrived for
-// or that the configuration names.
-func (a *appRoutes) inUse() []string {
+// required lists the before commands of an app that must have a live
+// decider for the bridge to be ready. Only the operator's settings decide
+// it: a command that arrives from the network, signed or not, never does,
+// or one forged callback could take every bridge out of a load balancer.
+func (a *appRoutes) required() []string {
 	var names []string
-	for name, rt := range a.known {
-		if !rt.decide {
-			continue
-		}
-		if _, configured := a.config.Commands[name]; configured || rt.seen.Load() {
+	add := func(name string) {
+		if rt, ok := a.known[name]; ok && rt.decide && !slices.Contains(names, name) {
 			names = append(names, name)
 		}
+	}
+	if a.config.RequireDeciders {
+		for name := range a.config.Commands {
+			add(name)
+		}
+	}
+	for _, name := range a.config.RequiredCommands {
+		add(name)
 	}
 	sort.Strings(names)
 	return names
@@ -124,8 +130,7 @@ func (b *Bridge) refreshDeciders() {
 	infos := discoverServices(b.nc, 500*time.Millisecond, b.registryStop)
 	live := map[string]int{}
 	for _, a := range b.appList {
-		for _, cmd := range catalog.All() {
-			rt := a.known[cmd.Name]
+		for name, rt := range a.known {
 			if !rt.decide {
 				continue
 			}
@@ -138,8 +143,8 @@ func (b *Bridge) refreshDeciders() {
 					}
 				}
 			}
-			live[a.id+" "+cmd.Name] = n
-			b.metrics.deciders.WithLabelValues(a.id, cmd.Name).Set(float64(n))
+			live[a.id+" "+name] = n
+			b.metrics.deciders.WithLabelValues(a.id, name).Set(float64(n))
 		}
 	}
 	b.registry.Store(&live)

@@ -175,9 +175,6 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	if rt.decide {
 		rt.metrics.latency.Observe(time.Since(start).Seconds())
 	}
-	if !rt.seen.Load() {
-		rt.seen.Store(true)
-	}
 
 	e.outcome, e.status, e.code, e.answer, e.decider = res.outcome, res.status, res.code, res.answer, res.decider
 	if res.err != nil {
@@ -424,7 +421,7 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 	}
 	e.command = string(args.Peek("CallbackCommand"))
 	e.outcome, e.status, e.code, e.answer, e.reason = OutcomeRejected, status, 1, answer, msg
-	e.query = string(args.QueryString())
+	e.query = string(redactSign(args.QueryString()))
 	e.remote = ctx.RemoteAddr().String()
 	e.latency = time.Since(ctx.Time())
 	b.audit.submit(e)
@@ -451,5 +448,6 @@ func (b *Bridge) handleError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small):
 		status, reason = fasthttp.StatusRequestHeaderFieldsTooLarge, "header_too_large"
 	}
-	b.reject(ctx, status, reason, err.Error())
+	// fasthttp quotes the bytes it could not parse, the query among them.
+	b.reject(ctx, status, reason, string(redactSign([]byte(err.Error()))))
 }

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
@@ -35,7 +36,6 @@ type route struct {
 
 	metrics routeMetrics
 	breaker *breaker // nil unless the breaker is on
-	seen    atomic.Bool
 }
 
 // fallbackResult is the answer with the route's default verdict.
@@ -52,8 +52,15 @@ func (r *route) fallbackFor(body []byte) []byte {
 }
 
 // maxUnlisted bounds how many unknown command names an app remembers, so that
-// a caller inventing names cannot grow memory without end.
+// a caller inventing names cannot grow memory without end. Past it, a route
+// is built for each such callback and forgotten after it.
 const maxUnlisted = 256
+
+// OtherCommand is the command label in metrics of every command that neither
+// the catalogue nor the configuration names. Such names come from the
+// network, so each cannot have series of its own: a caller inventing names
+// would grow the bridge's memory and every scrape without end.
+const OtherCommand = "_other"
 
 // appRoutes holds the routes of one app.
 type appRoutes struct {
@@ -66,6 +73,13 @@ type appRoutes struct {
 
 	unlisted      sync.Map // command name -> *route
 	unlistedCount atomic.Int32
+
+	// other holds what every command named neither in the catalogue nor in
+	// the configuration shares: its metrics, and its breaker (nil unless on).
+	other struct {
+		metrics routeMetrics
+		breaker *breaker
+	}
 }
 
 func newAppRoutes(cfg *Config, app App, log *zerolog.Logger, m *metrics) *appRoutes {
@@ -81,12 +95,26 @@ func newAppRoutes(cfg *Config, app App, log *zerolog.Logger, m *metrics) *appRou
 		}
 		a.signer = &signer{token: []byte(token), window: cfg.SignWindow, now: now}
 	}
+	a.other.metrics = m.forRoute(app.ID, OtherCommand)
+	if cfg.Breaker.Enabled {
+		a.other.breaker = a.newBreaker(app.ID, OtherCommand, a.other.metrics.breakerOpen)
+	}
 	for _, cmd := range catalog.All() {
 		a.known[cmd.Name] = a.build(app, cmd)
+	}
+	// Commands the catalogue lacks but the configuration names are the
+	// operator's: they get routes, series and breakers of their own.
+	for name := range cfg.Commands {
+		if _, ok := a.known[name]; !ok {
+			a.known[name] = a.build(app, catalog.Unlisted(name))
+		}
 	}
 	return a
 }
 
+// build makes the route of a command. A command that neither the catalogue
+// nor the configuration names shares the app's OtherCommand metrics and
+// breaker.
 func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
 	verdict, _ := a.config.defaultFor(app, cmd.Name)
 	r := &route{
@@ -102,18 +130,18 @@ func (a *appRoutes) build(app App, cmd *catalog.Command) *route {
 	if !cmd.Kind.NeedsReply() {
 		r.fallback, r.code = okAnswer, 0
 	}
-	r.metrics = a.metrics.forRoute(app.ID, cmd.Name)
-	if a.config.Breaker.Enabled && r.decide {
-		open := r.metrics.breakerOpen
-		r.breaker = &breaker{cfg: a.config.Breaker, onChange: func(isOpen bool) {
-			if isOpen {
-				open.Set(1)
-				a.log.Warn().Str(logKeySdkAppID, app.ID).Str(logKeyCommand, cmd.Name).Msg("circuit breaker open: answering the default without asking deciders")
-			} else {
-				open.Set(0)
-				a.log.Info().Str(logKeySdkAppID, app.ID).Str(logKeyCommand, cmd.Name).Msg("circuit breaker closed")
-			}
-		}}
+	_, configured := a.config.Commands[cmd.Name]
+	switch {
+	case cmd.Unlisted && !configured:
+		r.metrics = a.other.metrics
+		if r.decide {
+			r.breaker = a.other.breaker
+		}
+	default:
+		r.metrics = a.metrics.forRoute(app.ID, cmd.Name)
+		if a.config.Breaker.Enabled && r.decide {
+			r.breaker = a.newBreaker(app.ID, cmd.Name, r.metrics.breakerOpen)
+		}
 	}
 	kind := protocol.KindEvent
 	if r.decide {
@@ -155,6 +183,20 @@ func (a *appRoutes) lookup(name []byte) *route {
 			Msg("command not in the catalog: forwarding it by its name")
 	}
 	return r
+}
+
+// newBreaker returns a breaker that reports its state in open and the log,
+// under the command label given.
+func (a *appRoutes) newBreaker(app, label string, open prometheus.Gauge) *breaker {
+	return &breaker{cfg: a.config.Breaker, onChange: func(isOpen bool) {
+		if isOpen {
+			open.Set(1)
+			a.log.Warn().Str(logKeySdkAppID, app).Str(logKeyCommand, label).Msg("circuit breaker open: answering the default without asking deciders")
+		} else {
+			open.Set(0)
+			a.log.Info().Str(logKeySdkAppID, app).Str(logKeyCommand, label).Msg("circuit breaker closed")
+		}
+	}}
 }
 
 func (a *appRoutes) appDefault() *Verdict {

@@ -87,7 +87,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}))
 	if err != nil {
-		fmt.Fprintf(stderr, "timbus audit: cannot connect to NATS at %s: %v\n", redactURLs(url), err)
+		fmt.Fprintf(stderr, "timbus audit: cannot connect to NATS at %s: %v\n", bridge.RedactURLs(url), err)
 		return exitFailure
 	}
 	defer nc.Close()

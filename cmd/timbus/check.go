@@ -71,7 +71,7 @@ func writeCheckSummary(w io.Writer, cfg *serveConfig) {
 	}
 
 	if b.NATSURL != "" {
-		line("nats", "external %s", redactURLs(b.NATSURL))
+		line("nats", "external %s", bridge.RedactURLs(b.NATSURL))
 	} else {
 		js := "no JetStream"
 		if b.NATSStoreDir != "" {

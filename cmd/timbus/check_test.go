@@ -41,7 +41,7 @@ drain-delay: 5s
 	}
 	for _, want := range []string{
 		"apps:", "1400000002 (default deny)", "1400000001",
-		"nats:", "external nats://user:xxxxx@nats-1:4222", "nats://nats-2:4222",
+		"nats:", "external nats://user:REDACTED@nats-1:4222", "nats://nats-2:4222",
 		"streams:", "audit AUDIT (replicas 3, max_age 720h)", "events EVENTS (replicas 3)",
 		"ops:", "on :9090",
 		"commands:", "Group.CallbackBeforeSendMsg",

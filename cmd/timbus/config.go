@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/timbus-dev/timbus/bridge"
+	"github.com/timbus-dev/timbus/bridge/catalog"
 )
 
 // serveConfig is everything "timbus serve" needs, resolved from its layers:
@@ -108,8 +110,36 @@ var serveOptions = []option{
 		func(c *serveConfig) *string { return &c.bridge.EventsStream.Name }),
 	stringOption("metrics-listen", "ADDR", "serve /metrics, /healthz and /readyz on this address instead of --listen",
 		func(c *serveConfig) *string { return &c.bridge.MetricsListen }),
-	boolOption("require-deciders", "/readyz reports not ready while a before command in use has no live decider (discovered as a NATS service)",
-		func(c *serveConfig) *bool { return &c.bridge.RequireDeciders }),
+	{
+		// true names the commands of the file's commands section; a list
+		// names commands outright. Readiness never follows what arrives from
+		// the network.
+		name: "require-deciders", arg: "true|CMD[,CMD...]", list: true, boolean: true,
+		usage: "/readyz reports not ready while one of these before commands has no live decider (discovered as a NATS service); true means those of the file's commands section",
+		set: func(c *serveConfig, v string) error {
+			for _, part := range splitList(v) {
+				if b, err := strconv.ParseBool(part); err == nil {
+					c.bridge.RequireDeciders = b
+					continue
+				}
+				if !catalog.ValidName(part) {
+					return fmt.Errorf("want true, false or a list of commands (<Family>.<Command>), not %q", part)
+				}
+				c.bridge.RequiredCommands = append(c.bridge.RequiredCommands, part)
+			}
+			return nil
+		},
+		get: func(c *serveConfig) string {
+			parts := slices.Clone(c.bridge.RequiredCommands)
+			if c.bridge.RequireDeciders {
+				parts = append([]string{"true"}, parts...)
+			}
+			if len(parts) == 0 {
+				return "false"
+			}
+			return strings.Join(parts, ",")
+		},
+	},
 	durationOption("drain-delay", "on SIGTERM, report not ready for this long before closing the listener, for load balancers",
 		func(c *serveConfig) *time.Duration { return &c.bridge.DrainDelay }),
 	intOption("max-inflight", "N", "callbacks decided at once; past it they get the default at once (outcome shed); 0 means no cap",
@@ -120,7 +150,7 @@ var serveOptions = []option{
 		func(c *serveConfig) *time.Duration { return &c.bridge.Breaker.Window }),
 	intOption("breaker-min-requests", "N", "decisions in the window before the breaker may open",
 		func(c *serveConfig) *int { return &c.bridge.Breaker.MinRequests }),
-	floatOption("breaker-failure-ratio", "RATIO", "share of failed decisions (timeouts, errors, invalid replies) that opens the breaker",
+	floatOption("breaker-failure-ratio", "RATIO", "share of failed decisions (timeouts, no deciders, NATS errors; not a decider's error or invalid reply about one callback) that opens the breaker",
 		func(c *serveConfig) *float64 { return &c.bridge.Breaker.FailureRatio }),
 	durationOption("breaker-cooldown", "how long an open breaker answers the default before probing again",
 		func(c *serveConfig) *time.Duration { return &c.bridge.Breaker.Cooldown }),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -443,5 +444,43 @@ func TestServeConfigOperations(t *testing.T) {
 		if _, err := loadServeConfig(bad, os.LookupEnv); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+// TestServeConfigRequireDeciders: --require-deciders takes true, false or
+// commands by name; the bridge refuses names no decider can answer.
+func TestServeConfigRequireDeciders(t *testing.T) {
+	clearEnv(t)
+	tests := []struct {
+		args     []string
+		env      string
+		all      bool
+		commands []string
+		bridgeOK bool
+	}{
+		{args: []string{"--require-deciders"}, all: true, bridgeOK: true},
+		{args: []string{"--require-deciders=false"}, bridgeOK: true},
+		{args: []string{"--require-deciders=Group.CallbackBeforeSendMsg,C2C.CallbackBeforeSendMsg"},
+			commands: []string{"Group.CallbackBeforeSendMsg", "C2C.CallbackBeforeSendMsg"}, bridgeOK: true},
+		{env: "true,Group.CallbackBeforeSendMsg", all: true, commands: []string{"Group.CallbackBeforeSendMsg"}, bridgeOK: true},
+		// An after command has no decider; an invented one is not the operator's.
+		{args: []string{"--require-deciders=Group.CallbackAfterSendMsg"}, commands: []string{"Group.CallbackAfterSendMsg"}},
+		{args: []string{"--require-deciders=Fam.CallbackBeforeX"}, commands: []string{"Fam.CallbackBeforeX"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " ")+tt.env, func(t *testing.T) {
+			t.Setenv("TIMBUS_REQUIRE_DECIDERS", tt.env)
+			cfg, err := loadServeConfig(append([]string{"--sdkappid", "1"}, tt.args...), os.LookupEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := cfg.bridge
+			if b.RequireDeciders != tt.all || !slices.Equal(b.RequiredCommands, tt.commands) {
+				t.Errorf("RequireDeciders %v, RequiredCommands %q", b.RequireDeciders, b.RequiredCommands)
+			}
+			if _, err := bridge.New(b); (err == nil) != tt.bridgeOK {
+				t.Errorf("bridge.New: %v", err)
+			}
+		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -69,7 +68,7 @@ func runConform(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 	nc, err := nats.Connect(*natsURL, nats.Name("timbus conform"))
 	if err != nil {
-		fmt.Fprintf(stderr, "timbus conform: cannot connect to NATS at %s: %v\n", redactURLs(*natsURL), err)
+		fmt.Fprintf(stderr, "timbus conform: cannot connect to NATS at %s: %v\n", bridge.RedactURLs(*natsURL), err)
 		return exitFailure
 	}
 	defer nc.Close()
@@ -401,22 +400,4 @@ func cleanCell(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// redactURLs hides passwords and tokens in a comma-separated URL list.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		} else {
-			u.User = url.User("xxxxx") // a token
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
 }

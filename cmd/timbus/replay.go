@@ -66,7 +66,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	nc, err := nats.Connect(url, nats.Name("timbus replay"))
 	if err != nil {
-		fmt.Fprintf(stderr, "timbus replay: cannot connect to NATS at %s: %v\n", redactURLs(url), err)
+		fmt.Fprintf(stderr, "timbus replay: cannot connect to NATS at %s: %v\n", bridge.RedactURLs(url), err)
 		return exitFailure
 	}
 	defer nc.Close()

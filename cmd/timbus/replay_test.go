@@ -446,9 +446,8 @@ func TestReplayDefaultsSentAtOnce(t *testing.T) {
 		<-release
 		respondMsg(t, m, allowReply, nil)
 	})
-	v1(createGroup, func(m *nats.Msg) {
-		respondMsg(t, m, "", nats.Header{protocol.HeaderServiceError: {"database unavailable"}})
-	})
+	// Nobody decides createGroup: no_deciders, a failure of the deciders'
+	// side, opens its breaker.
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -491,8 +490,8 @@ func TestReplayDefaultsSentAtOnce(t *testing.T) {
 	for _, r := range recs {
 		got = append(got, r.rec.Command+" "+r.rec.Outcome)
 	}
-	want := []string{sendC2CMsg + " shed", createOA + " decided", createGroup + " decider_error",
-		createGroup + " decider_error", createGroup + " circuit_open"}
+	want := []string{sendC2CMsg + " shed", createOA + " decided", createGroup + " no_deciders",
+		createGroup + " no_deciders", createGroup + " circuit_open"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("recorded %q\nwant %q", got, want)
 	}
@@ -527,8 +526,8 @@ func TestReplayDefaultsSentAtOnce(t *testing.T) {
 	checkReplayTable(t, stdout, recs, []replayRowWant{
 		{0, "shed 0", "decided 1", "CHANGED", ""},
 		{1, "decided 0", "decided 0", "SAME", ""},
-		{2, "decider_error 0", "decided 0", "SAME", ""},
-		{3, "decider_error 0", "decided 0", "SAME", ""},
+		{2, "no_deciders 0", "decided 0", "SAME", ""},
+		{3, "no_deciders 0", "decided 0", "SAME", ""},
 		{4, "circuit_open 0", "decided 0", "SAME", ""},
 	},
 		"5 replayed, 4 agree, 1 changed",
