@@ -89,6 +89,10 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 		b.reject(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "callbacks must use POST")
 		return
 	}
+	if folded(ctx.Request.Header.RawHeaders()) {
+		b.reject(ctx, fasthttp.StatusBadRequest, "bad_request", "folded header lines (obs-fold) are refused: a proxy in front may have read them otherwise")
+		return
+	}
 	if b.sources != nil {
 		if client := b.sources.client(ctx.RemoteIP(), ctx.Request.Header.PeekBytes); !b.sources.allowed(client) {
 			b.reject(ctx, fasthttp.StatusForbidden, "source_not_allowed", fmt.Sprintf("source address %v is not in the allowed networks", client))
@@ -187,6 +191,15 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 }
 
 var contentTypeJSON = []byte("application/json")
+
+// folded reports whether a request's raw header block continues a header on
+// the next line (obs-fold, RFC 9112 section 5.2). fasthttp joins such lines
+// into one value, while a proxy in front may have read the continuation as a
+// header of its own, Transfer-Encoding say: the two would disagree on where
+// the request ends, which is how requests are smuggled.
+func folded(raw []byte) bool {
+	return bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t"))
+}
 
 // result is what became of one callback.
 type result struct {
