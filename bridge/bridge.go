@@ -40,7 +40,7 @@ type Bridge struct {
 	registryStop chan struct{}
 	registryDone chan struct{}
 	opsSrv       *fasthttp.Server // with MetricsListen
-	opsLn        net.Listener
+	opsLn        *listener
 
 	ns         *server.Server // embedded NATS, nil when external
 	nc         *nats.Conn
@@ -53,9 +53,12 @@ type Bridge struct {
 	setupStreams   func(context.Context) error
 	streamsRecheck gate
 	srv            *fasthttp.Server
-	ln             net.Listener
-	serveDone      chan struct{}
-	serveErr       error
+	ln             *listener
+	// serveDone is closed when Serve returns, serveErr being what it
+	// returned; failed says why serving stopped if it stopped before Shutdown.
+	serveDone chan struct{}
+	serveErr  error
+	failed    error
 }
 
 // New validates cfg and builds a Bridge. The Bridge keeps its own copy.
@@ -177,7 +180,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
 	}
-	b.ln = ln
+	b.ln = newListener(ln, "callback", b.log,
+		newConnLimits(b.cfg.MaxConns, b.cfg.MaxConnsPerIP, b.metrics.reject, b.log))
+	b.warnOverFileLimit()
 	b.srv = &fasthttp.Server{
 		Handler:            b.handle,
 		ErrorHandler:       b.handleError,
@@ -200,10 +205,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	go func() {
-		defer close(b.serveDone)
-		b.serveErr = b.srv.Serve(ln)
-	}()
+	go b.serve()
 	go b.watchDeciders(b.cfg.RegistryInterval)
 	started := b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", RedactURLs(b.NATSURL())).
 		Bool("embedded_nats", b.ns != nil)
@@ -214,13 +216,59 @@ func (b *Bridge) Start(ctx context.Context) error {
 	return nil
 }
 
+// serve runs the callback listener until Shutdown. Should it stop before,
+// the bridge is deaf: it says so in the log, in /readyz and /healthz, and
+// through Done and Err, for the process to exit.
+func (b *Bridge) serve() {
+	defer close(b.serveDone)
+	b.serveErr = b.srv.Serve(b.ln)
+	if b.stopping.Load() {
+		return
+	}
+	why := "the listener was closed"
+	if b.serveErr != nil {
+		why = b.serveErr.Error()
+	}
+	b.failed = fmt.Errorf("%w on %s: %s", ErrServe, b.ln.Addr(), why)
+	b.log.Error().Err(b.failed).Msg("timbus no longer receives callbacks")
+}
+
+// Done is closed once the callback listener has stopped: during Shutdown,
+// or on its own when it fails for good; Err then says why. It is never
+// closed before Start.
+func (b *Bridge) Done() <-chan struct{} { return b.serveDone }
+
+// Err is nil while the bridge serves and after Shutdown. Once the callback
+// listener has failed on its own, it returns why, wrapping ErrServe; the
+// bridge then answers no callback and should be shut down.
+func (b *Bridge) Err() error {
+	select {
+	case <-b.serveDone:
+		return b.failed
+	default:
+		return nil
+	}
+}
+
+// warnOverFileLimit warns when MaxConns does not keep callback connections
+// below the open-file limit: Accept then waits whenever descriptors run out,
+// and the NATS connection and the embedded server compete for them.
+func (b *Bridge) warnOverFileLimit() {
+	limit, ok := OpenFileLimit()
+	if !ok || b.cfg.MaxConns == 0 || uint64(b.cfg.MaxConns)+connReserveMin <= limit {
+		return
+	}
+	b.log.Warn().Int("max_conns", b.cfg.MaxConns).Uint64("open_file_limit", limit).
+		Msg("max-conns leaves fewer than 64 descriptors under the open-file limit: when they run out, new connections wait (timbus_accept_errors_total)")
+}
+
 // serveOps serves the operations endpoints on MetricsListen.
 func (b *Bridge) serveOps() error {
 	ln, err := net.Listen("tcp", b.cfg.MetricsListen)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.MetricsListen, err)
 	}
-	b.opsLn = ln
+	b.opsLn = newListener(ln, "ops", b.log, nil)
 	b.opsSrv = &fasthttp.Server{
 		Name:        "timbus",
 		ReadTimeout: 5 * time.Second,
@@ -232,7 +280,7 @@ func (b *Bridge) serveOps() error {
 		},
 		Logger: fasthttpLogger{b.log},
 	}
-	go func() { _ = b.opsSrv.Serve(ln) }()
+	go func() { _ = b.opsSrv.Serve(b.opsLn) }()
 	return nil
 }
 
@@ -292,7 +340,8 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		_ = b.ln.Close()
 		select {
 		case <-b.serveDone:
-			if b.serveErr != nil {
+			// A failure before Shutdown was reported through Err already.
+			if b.serveErr != nil && b.failed == nil {
 				errs = append(errs, fmt.Errorf("bridge: serve: %w", b.serveErr))
 			}
 		case <-ctx.Done():

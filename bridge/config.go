@@ -96,12 +96,27 @@ type Config struct {
 	// Breaker configures the per-command circuit breaker (off by default).
 	Breaker BreakerConfig
 
-	// Limits against oversized or slow clients.
+	// Limits against oversized or slow clients. IdleTimeout's default, 90 s,
+	// is above the 60 s after which common proxies and load balancers (nginx,
+	// AWS ALB) drop an idle upstream connection, so that they close first and
+	// never send on a connection timbus is closing. Idle connections count
+	// against MaxConns, and a refused request closes its connection.
 	MaxBodySize   int
 	MaxHeaderSize int
 	ReadTimeout   time.Duration
 	WriteTimeout  time.Duration
 	IdleTimeout   time.Duration
+
+	// MaxConns caps the callback connections open at once; past it a new
+	// connection gets 503 and is closed at once. It keeps them below the
+	// open-file limit, which the embedded NATS server and the NATS
+	// connection share. DefaultConfig derives it from that limit (see
+	// OpenFileLimit). 0: no cap.
+	MaxConns int
+	// MaxConnsPerIP caps the callback connections open at once from one
+	// client address (the TCP peer, not a proxy header); past it, 429. 0: no
+	// cap. Behind a proxy every connection comes from the proxy.
+	MaxConnsPerIP int
 
 	// Logger receives one line per callback at info level. Default: none.
 	Logger zerolog.Logger
@@ -160,6 +175,7 @@ func DefaultConfig() Config {
 		ReadTimeout:      5 * time.Second,
 		WriteTimeout:     5 * time.Second,
 		IdleTimeout:      90 * time.Second,
+		MaxConns:         defaultMaxConns(),
 		Logger:           zerolog.Nop(),
 		Breaker:          DefaultBreakerConfig(),
 	}
@@ -363,6 +379,14 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflight < 0 {
 		return bad("max-inflight", c.MaxInflight, fmt.Errorf("%w: 0 (no cap) or more", ErrInvalidValue))
+	}
+	for _, limit := range []struct {
+		field string
+		value int
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-ip", c.MaxConnsPerIP}} {
+		if limit.value < 0 {
+			return bad(limit.field, limit.value, fmt.Errorf("%w: 0 (no cap) or more", ErrInvalidValue))
+		}
 	}
 	if c.DrainDelay < 0 || c.RegistryInterval <= 0 {
 		return bad("drain-delay", c.DrainDelay, fmt.Errorf("%w: drain-delay not negative, registry interval positive", ErrInvalidValue))

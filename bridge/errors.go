@@ -13,4 +13,5 @@ var (
 	ErrStarted        = errors.New("bridge: already started")
 	ErrNATS           = errors.New("bridge: NATS unavailable")
 	ErrListen         = errors.New("bridge: cannot listen")
+	ErrServe          = errors.New("bridge: stopped serving callbacks")
 )

@@ -31,7 +31,13 @@ func (b *Bridge) opsHandler() func(ctx *fasthttp.RequestCtx) (ok bool) {
 	return func(ctx *fasthttp.RequestCtx) bool {
 		switch string(ctx.Path()) {
 		case PathHealth:
-			writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok"})
+			// The process runs, but a bridge that no longer receives
+			// callbacks is as good as dead: have it restarted.
+			if err := b.Err(); err != nil {
+				writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "failing", "error": err.Error()})
+			} else {
+				writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok"})
+			}
 		case PathReady:
 			if reasons := b.notReady(); len(reasons) > 0 {
 				writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": reasons})
@@ -59,6 +65,9 @@ func (b *Bridge) notReady() []string {
 	var reasons []string
 	if b.draining.Load() {
 		reasons = append(reasons, "draining: shutting down")
+	}
+	if err := b.Err(); err != nil {
+		reasons = append(reasons, err.Error())
 	}
 	if !b.started.Load() {
 		reasons = append(reasons, "not started")

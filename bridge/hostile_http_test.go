@@ -66,16 +66,12 @@ func rawRequest(name, extra string) string {
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + string(body)
 }
 
-// dialRaw opens a connection to the bridge that gives up after total.
-func dialRaw(t *testing.T, tb *testBridge, total time.Duration) net.Conn {
+// dialFor opens a raw connection to the bridge that gives up after total.
+func dialFor(t *testing.T, tb *testBridge, total time.Duration) *rawConn {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", tb.Addr(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(total))
-	return conn
+	c := dialRaw(t, &net.Dialer{Timeout: 2 * time.Second}, tb.Addr())
+	_ = c.SetDeadline(time.Now().Add(total))
+	return c
 }
 
 // readAnswers reads responses from r until the server closes the
@@ -94,24 +90,12 @@ func readAnswers(r *bufio.Reader, n int) []answer {
 	return out
 }
 
-// closedByServer reports whether the server closed conn: a read returns EOF
-// (or a reset) before the deadline.
-func closedByServer(conn net.Conn, r *bufio.Reader, within time.Duration) bool {
-	_ = conn.SetReadDeadline(time.Now().Add(within))
-	_, err := r.ReadByte()
-	if err == nil {
-		return false
-	}
-	ne, ok := err.(net.Error)
-	return !ok || !ne.Timeout()
-}
-
 // TestHostile_Pipelining: requests pipelined on one connection are answered
 // in order, each with its own decider's verdict.
 func TestHostile_Pipelining(t *testing.T) {
 	tb := startBridge(t, nil)
 	d := newEchoDecider(t, tb)
-	conn := dialRaw(t, tb, 10*time.Second)
+	conn := dialFor(t, tb, 10*time.Second)
 	var batch strings.Builder
 	const n = 20
 	for i := 0; i < n; i++ {
@@ -120,7 +104,7 @@ func TestHostile_Pipelining(t *testing.T) {
 	if _, err := io.WriteString(conn, batch.String()); err != nil {
 		t.Fatal(err)
 	}
-	answers := readAnswers(bufio.NewReader(conn), n)
+	answers := readAnswers(conn.r, n)
 	if len(answers) != n {
 		t.Fatalf("%d answers to %d pipelined callbacks", len(answers), n)
 	}
@@ -169,12 +153,11 @@ func TestHostile_Smuggling(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := d.times("smuggled")
-			conn := dialRaw(t, tb, 5*time.Second)
+			conn := dialFor(t, tb, 5*time.Second)
 			if _, err := io.WriteString(conn, tt.raw); err != nil {
 				t.Fatal(err)
 			}
-			r := bufio.NewReader(conn)
-			answers := readAnswers(r, 2)
+			answers := readAnswers(conn.r, 2)
 			// Within a second, what is read as a second request would have
 			// been asked about.
 			time.Sleep(100 * time.Millisecond)
@@ -189,7 +172,7 @@ func TestHostile_Smuggling(t *testing.T) {
 			if len(answers) > 1 {
 				t.Errorf("%d answers to one request: %+v", len(answers), answers)
 			}
-			if len(answers) == 1 && answers[0].status >= 400 && !closedByServer(conn, r, 2*time.Second) {
+			if len(answers) == 1 && answers[0].status >= 400 && !conn.closedByServer() {
 				t.Errorf("the connection stayed open after a refusal %d; the rest of its bytes could be read as a request", answers[0].status)
 			}
 		})
@@ -223,13 +206,12 @@ func TestHostile_Oversize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conn := dialRaw(t, tb, 5*time.Second)
+			conn := dialFor(t, tb, 5*time.Second)
 			start := time.Now()
 			if _, err := io.WriteString(conn, tt.raw); err != nil {
 				t.Fatal(err)
 			}
-			r := bufio.NewReader(conn)
-			answers := readAnswers(r, 1)
+			answers := readAnswers(conn.r, 1)
 			if len(answers) != 1 || answers[0].status != tt.status || !strings.Contains(answers[0].body, tt.reason) {
 				t.Fatalf("answers %+v, want %d %s", answers, tt.status, tt.reason)
 			}
@@ -260,7 +242,7 @@ func TestHostile_SlowClients(t *testing.T) {
 	stop := make(chan struct{})
 	raw := rawRequest("slow", "")
 	for i := 0; i < slow; i++ {
-		conn := dialRaw(t, tb, 10*time.Second)
+		conn := dialFor(t, tb, 10*time.Second)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

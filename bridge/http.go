@@ -414,8 +414,13 @@ func errorAnswer(reason, msg string) []byte {
 
 // reject answers a request that is refused before anything is published
 // to deciders, and records the refusal for auditors.
+//
+// The connection is closed after the answer: Tencent's next callback comes
+// on a new one, and a client that only sends refused requests holds no
+// idle connection for IdleTimeout.
 func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string) {
 	answer := errorAnswer(reason, msg)
+	ctx.SetConnectionClose()
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(answer)
@@ -448,6 +453,7 @@ func (b *Bridge) handleError(ctx *fasthttp.RequestCtx, err error) {
 	// carried no callback.
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		b.metrics.reject("read_timeout")
+		ctx.SetConnectionClose() // as for every refusal; fasthttp would too
 		ctx.SetStatusCode(fasthttp.StatusRequestTimeout)
 		ctx.SetContentTypeBytes(contentTypeJSON)
 		ctx.SetBody(errorAnswer("read_timeout", "no complete request within the read timeout"))

@@ -18,6 +18,7 @@ var rejectReasons = []string{
 	"not_found", "method_not_allowed", "source_not_allowed", "unknown_sdkappid", "missing_signature",
 	"bad_request_time", "stale_request_time", "bad_signature", "missing_command", "invalid_command",
 	"invalid_body", "command_mismatch", "body_too_large", "header_too_large", "bad_request", "read_timeout",
+	reasonTooManyConns, reasonTooManyConnsPerIP,
 }
 
 // metrics holds the bridge's Prometheus collectors in a registry of its own.
@@ -109,6 +110,14 @@ func newMetrics(b *Bridge) *metrics {
 		counter("timbus_audit_unheard_total", "Audit records not sent because nobody subscribed to them (embedded NATS only).", func() float64 {
 			return auditCount(b, func(a *auditor) uint64 { return a.unheard.Load() })
 		}),
+		gauge("timbus_connections", "Callback connections open now, against max-conns.", func() float64 {
+			if b.ln == nil || b.ln.limits == nil {
+				return 0
+			}
+			return float64(b.ln.limits.open.Load())
+		}),
+		acceptErrors(func() *listener { return b.ln }, "callback"),
+		acceptErrors(func() *listener { return b.opsLn }, "ops"),
 		gauge("timbus_ready", "1 while /readyz reports ready.", func() float64 {
 			if len(b.notReady()) == 0 {
 				return 1
@@ -139,6 +148,21 @@ func (m *metrics) reject(reason string) {
 	if c, ok := m.rejected[reason]; ok {
 		c.Inc()
 	}
+}
+
+// acceptErrors counts the accept errors a listener waited out, such as
+// running out of descriptors.
+func acceptErrors(ln func() *listener, name string) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "timbus_accept_errors_total",
+		Help:        "Errors accepting connections (such as too many open files), each followed by a wait and a retry.",
+		ConstLabels: prometheus.Labels{"listener": name},
+	}, func() float64 {
+		if l := ln(); l != nil {
+			return float64(l.errors.Load())
+		}
+		return 0
+	})
 }
 
 func auditCount(b *Bridge, get func(*auditor) uint64) float64 {

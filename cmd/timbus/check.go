@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -100,9 +102,38 @@ func writeCheckSummary(w io.Writer, cfg *serveConfig) {
 		line("ops", "/metrics, /healthz, /readyz on %s (the callback listener)", b.Listen)
 	}
 	line("auth", "%s", authSummary(b))
+	line("conns", "%s", connsSummary(cfg))
 	if b.DrainDelay > 0 {
 		line("shutdown", "not ready for %s, then drain (at most %s in all)", shortDuration(b.DrainDelay), shortDuration(shutdownTimeout))
 	}
+}
+
+// connsSummary gives the effective connection caps. The default max-conns
+// comes from the open-file limit of this process: run check under the
+// service's limits (ulimit -n, LimitNOFILE) to see the service's.
+func connsSummary(cfg *serveConfig) string {
+	b := &cfg.bridge
+	limit, known := bridge.OpenFileLimit()
+	limitText := strconv.FormatUint(limit, 10)
+	if limit == math.MaxUint64 {
+		limitText = "unlimited"
+	}
+	var out string
+	switch _, set := cfg.from["max-conns"]; {
+	case b.MaxConns == 0:
+		out = "no cap on open callback connections"
+	case !set && known:
+		out = fmt.Sprintf("at most %d open callback connections (the default for an open-file limit of %s)", b.MaxConns, limitText)
+	default:
+		out = fmt.Sprintf("at most %d open callback connections", b.MaxConns)
+		if known && limit != math.MaxUint64 && uint64(b.MaxConns) >= limit {
+			out += fmt.Sprintf(" — not under the open-file limit (%s)", limitText)
+		}
+	}
+	if b.MaxConnsPerIP > 0 {
+		out += fmt.Sprintf(", %d per client address", b.MaxConnsPerIP)
+	}
+	return out + ", idle keep-alive " + shortDuration(b.IdleTimeout)
 }
 
 func streamDetails(s bridge.StreamConfig) string {
@@ -174,8 +205,10 @@ contacted. Whether NATS is reachable, a port free or a stream compatible is
 only known when serve starts.
 
 On success it prints "FILE: ok" and a summary: apps, NATS (embedded, or the
-external URLs with passwords hidden), streams, the operations listener and
-whether callbacks must be signed. Tokens are never printed.
+external URLs with passwords hidden), streams, the operations listener,
+whether callbacks must be signed, and the connection caps. Tokens are never
+printed. The default --max-conns comes from the open-file limit (ulimit -n)
+of the process: run check under the service's limits to see its value.
 
 Exit status: 0 when serve would accept the settings; 2 when it would not, with
 the setting at fault and where its value came from.

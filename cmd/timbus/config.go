@@ -168,6 +168,10 @@ var serveOptions = []option{
 		func(c *serveConfig) *time.Duration { return &c.bridge.WriteTimeout }),
 	durationOption("idle-timeout", "time a keep-alive connection may wait for its next request",
 		func(c *serveConfig) *time.Duration { return &c.bridge.IdleTimeout }),
+	intOption("max-conns", "N", "callback connections open at once; past it a new one gets 503 and is closed; 0 means no cap. The default is the open-file limit (ulimit -n) minus max(64, limit/8), at most 16384; under this process's limit",
+		func(c *serveConfig) *int { return &c.bridge.MaxConns }),
+	intOption("max-conns-per-ip", "N", "callback connections open at once from one client address; past it 429; 0 means no cap (behind a proxy, every connection comes from the proxy)",
+		func(c *serveConfig) *int { return &c.bridge.MaxConnsPerIP }),
 }
 
 func listOption(name, arg, usage string, field func(*serveConfig) *[]string) option {

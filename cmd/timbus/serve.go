@@ -71,18 +71,41 @@ func serve(ctx context.Context, b *bridge.Bridge, log zerolog.Logger) int {
 	if onStarted != nil {
 		onStarted(b)
 	}
-	<-ctx.Done()
+	failed := waitServing(ctx, b)
 	// From here a second signal kills the process the default way, a way out
 	// of a shutdown that hangs.
 	stop()
-	log.Info().Msg("timbus shutting down")
+	if failed != nil {
+		// Living on without a listener would leave Tencent unanswered while
+		// the process looks fine: exit, for the supervisor to restart it.
+		log.Error().Err(failed).Msg("timbus stopped serving callbacks; shutting down")
+	} else {
+		log.Info().Msg("timbus shutting down")
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := b.Shutdown(shutdownCtx); err != nil {
 		log.Error().Err(err).Msg("timbus shutdown incomplete")
 		return exitFailure
 	}
+	if failed != nil {
+		return exitFailure
+	}
 	return exitOK
+}
+
+// waitServing waits for a signal (the end of ctx) or for the bridge to stop
+// serving on its own, and returns nil or why it stopped.
+func waitServing(ctx context.Context, b *bridge.Bridge) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-b.Done():
+		if err := b.Err(); err != nil {
+			return err
+		}
+		return bridge.ErrServe
+	}
 }
 
 // startCPUProfile writes a CPU profile of the whole run to path, for
@@ -190,8 +213,9 @@ Unknown keys are an error. Run "timbus commands" for the command names, the
 verdict codes each accepts and their NATS subjects.
 
 timbus stops on SIGINT or SIGTERM, letting callbacks in flight finish (for up
-to %v). Exit status: 0 after a clean stop, 2 for a usage or configuration
-error, 1 when the service fails.
+to %v), and on its own, with status 1, should its callback listener fail.
+Exit status: 0 after a clean stop, 2 for a usage or configuration error, 1
+when the service fails.
 `, shutdownTimeout)
 }
 
