@@ -105,7 +105,7 @@ func (c *Command) ValidateReply(b []byte) (int, error) {
 	switch {
 	case reason != "":
 	case errors.Is(err, jsonscan.ErrSyntax):
-		reason = err.Error() // "not valid JSON: at byte N"
+		reason = "not valid JSON"
 	case errors.Is(err, jsonscan.ErrNotObject):
 		reason = "not a JSON object"
 	case err != nil: // the document breaks jsonscan's rules
