@@ -50,13 +50,20 @@ var okAnswer = []byte(`{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}`)
 
 var keyCallbackCommand = []byte("CallbackCommand")
 
-// parseCallback checks that body is one JSON object and returns its
-// CallbackCommand member, or nil when it has none (ContentCallback.ResultNotify
-// sends none).
+// parseCallback checks that body is one JSON object within jsonscan.Check's
+// rules (UTF-8, nesting, no key written twice once decoded) and returns its
+// CallbackCommand member, decoded, or nil when it has none
+// (ContentCallback.ResultNotify sends none). A key that differs from
+// "CallbackCommand" only in case is refused: decoders that match names
+// without case (encoding/json, cJSON's GetObjectItem) could read it instead.
 func parseCallback(body []byte) ([]byte, error) {
 	var command []byte
 	err := jsonscan.Object(body, func(key, v []byte) error {
 		if !bytes.Equal(key, keyCallbackCommand) {
+			// No look-alike is shorter: see catalog's lookalike.
+			if len(key) >= len(keyCallbackCommand) && bytes.EqualFold(key, keyCallbackCommand) {
+				return fmt.Errorf("%w: %q", errLookalikeCommand, key)
+			}
 			return nil
 		}
 		s, ok := jsonscan.String(v)
@@ -72,7 +79,10 @@ func parseCallback(body []byte) ([]byte, error) {
 	return command, nil
 }
 
-var errBadBodyCommand = errors.New(`"CallbackCommand" must be one string`)
+var (
+	errBadBodyCommand   = errors.New(`"CallbackCommand" must be one string`)
+	errLookalikeCommand = errors.New(`a key differs from "CallbackCommand" only in case`)
+)
 
 // handle serves one HTTP request from Tencent.
 func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
@@ -132,7 +142,7 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	body := ctx.PostBody()
 	bodyCommand, err := parseCallback(body)
 	if err != nil {
-		b.reject(ctx, fasthttp.StatusBadRequest, "invalid_body", "the body must be one JSON object: "+err.Error())
+		b.reject(ctx, fasthttp.StatusBadRequest, "invalid_body", bodyRefusal(err))
 		return
 	}
 	if bodyCommand != nil && !bytes.Equal(bodyCommand, name) {
@@ -199,6 +209,16 @@ var contentTypeJSON = []byte("application/json")
 // the request ends, which is how requests are smuggled.
 func folded(raw []byte) bool {
 	return bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t"))
+}
+
+// bodyRefusal says why parseCallback refused a body.
+func bodyRefusal(err error) string {
+	if errors.Is(err, jsonscan.ErrSyntax) || errors.Is(err, jsonscan.ErrNotObject) {
+		return "the body must be one JSON object: " + err.Error()
+	}
+	// A JSON object, but one decoders could read otherwise than timbus, or
+	// choke on: see jsonscan.Check and parseCallback.
+	return "the body is refused: " + err.Error()
 }
 
 // result is what became of one callback.

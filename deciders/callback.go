@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -31,8 +32,14 @@ type Callback struct {
 
 // Decode unmarshals the body into v, for the members Fields does not cover.
 // encoding/json matches member names case-insensitively; Fields does not.
+// As Fields does, Decode refuses a body that is not an object or holds a
+// top-level name twice once decoded; it does not look for repeated names
+// deeper in the body.
 func (c *Callback) Decode(v any) error {
-	if err := json.Unmarshal(c.Body, v); err != nil {
+	if _, err := object(c.Body); err != nil && json.Valid(c.Body) {
+		return fmt.Errorf("%w: %w", ErrBody, err)
+	}
+	if err := json.Unmarshal(c.Body, v); err != nil { // syntax errors as encoding/json words them
 		return fmt.Errorf("%w: %w", ErrBody, err)
 	}
 	return nil
@@ -68,6 +75,9 @@ type Fields struct {
 // UnmarshalJSON reads a callback body. Unlike encoding/json's struct
 // decoding, it matches member names exactly, so that a look-alike member
 // cannot stand in for the real one, and an error names the member at fault.
+// Names are compared decoded ("Callback\u0043ommand" is "CallbackCommand"),
+// and a body holding a name twice, in the object or in a MsgBody element, is
+// refused.
 func (f *Fields) UnmarshalJSON(b []byte) error {
 	members, err := object(b)
 	if err != nil {
@@ -97,17 +107,47 @@ func (f *Fields) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// object splits a JSON object into its members.
+// object splits a JSON object into its members, keyed by decoded name. A key
+// written twice, even in two spellings ("Name" and "N\u0061me"), is an
+// error: decoders disagree on which of the two values counts, so a body
+// holding both could mean one thing to the decider and another to Tencent.
 func object(b []byte) (map[string]json.RawMessage, error) {
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(b, &members); err != nil {
-		return nil, errors.New("not a JSON object")
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errNotObject
 	}
-	if members == nil {
-		return nil, errors.New("not a JSON object")
+	members := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, errNotObject
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, errNotObject
+		}
+		if _, dup := members[key]; dup {
+			return nil, fmt.Errorf("%w %.64q", errDuplicateKey, key)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, errNotObject
+		}
+		members[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, errNotObject
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errNotObject
 	}
 	return members, nil
 }
+
+var (
+	errNotObject    = errors.New("not a JSON object")
+	errDuplicateKey = errors.New("duplicate key")
+)
 
 // member decodes members[name] into dst; a missing or null member leaves dst
 // alone.

@@ -1,6 +1,7 @@
 package deciders_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -116,6 +117,13 @@ func TestCallback_FieldsErrors(t *testing.T) {
 		{"msg type not a string", `{"MsgBody":[{"MsgType":1,"MsgContent":{}}]}`, `"MsgType" is a JSON number`},
 		{"event time words", `{"EventTime":"yesterday"}`, `"EventTime": "yesterday" is not an integer`},
 		{"event time fraction", `{"EventTime":1.5}`, `"EventTime": 1.5 is not an integer`},
+		// A name written twice, however spelt, is ambiguous: the decider and
+		// Tencent could each read another value.
+		{"command twice, one escaped", `{"CallbackCommand":"C2C.CallbackBeforeSendMsg","Callback\u0043ommand":"Group.CallbackBeforeSendMsg"}`, `duplicate key "CallbackCommand"`},
+		{"command twice, first escaped", `{"Callback\u0043ommand":"Group.CallbackBeforeSendMsg","CallbackCommand":"C2C.CallbackBeforeSendMsg"}`, `duplicate key "CallbackCommand"`},
+		{"any member twice", `{"Random":1,"Random":2}`, `duplicate key "Random"`},
+		{"a member twice in a message element", `{"MsgBody":[{"MsgType":"TIMTextElem","Msg\u0054ype":"TIMFaceElem","MsgContent":{}}]}`, `"MsgBody": duplicate key "MsgType"`},
+		{"invalid UTF-8 names alike once decoded", "{\"a\xff\":1,\"a\xfe\":2}", "duplicate key \"a\ufffd\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,6 +184,8 @@ func TestMsgElem_Text(t *testing.T) {
 		{"text not a string", deciders.MsgElem{MsgType: "TIMTextElem", MsgContent: json.RawMessage(`{"Text":1}`)}, "", false},
 		{"lower-case member", deciders.MsgElem{MsgType: "TIMTextElem", MsgContent: json.RawMessage(`{"text":"x"}`)}, "", false},
 		{"no content", deciders.MsgElem{MsgType: "TIMTextElem"}, "", false},
+		{"escaped member", deciders.MsgElem{MsgType: "TIMTextElem", MsgContent: json.RawMessage(`{"T\u0065xt":"x"}`)}, "x", true},
+		{"text twice", deciders.MsgElem{MsgType: "TIMTextElem", MsgContent: json.RawMessage(`{"Text":"clean","T\u0065xt":"dirty"}`)}, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,9 +224,11 @@ func TestCallback_Decode(t *testing.T) {
 	if v.Random != 123456 || v.OnlineOnlyFlag != 1 || v.TopicID == "" {
 		t.Fatalf("Decode = %+v", v)
 	}
-	cb.Body = []byte("nope")
-	if err := cb.Decode(&v); !errors.Is(err, deciders.ErrBody) {
-		t.Fatalf("Decode(nope) = %v, want ErrBody", err)
+	for _, body := range []string{"nope", `{"Random":1,"R\u0061ndom":2}`, `[1]`} {
+		cb.Body = []byte(body)
+		if err := cb.Decode(&v); !errors.Is(err, deciders.ErrBody) {
+			t.Fatalf("Decode(%s) = %v, want ErrBody", body, err)
+		}
 	}
 }
 
@@ -228,7 +240,9 @@ func FuzzCallbackFields(f *testing.F) {
 		f.Add(s.Body)
 	}
 	for _, s := range []string{`{}`, `null`, `[]`, `{"Name":null,"EventTime":"12"}`, `{"name":"x","Name":"y"}`,
-		`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`, `{"EventTime":1e3}`, `{"Name":1}`} {
+		`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`, `{"EventTime":1e3}`, `{"Name":1}`,
+		`{"CallbackCommand":"C2C.CallbackBeforeSendMsg","Callback\u0043ommand":"Group.CallbackBeforeSendMsg"}`,
+		`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"a","T\u0065xt":"b"}}]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -253,11 +267,19 @@ func FuzzCallbackFields(f *testing.F) {
 				t.Fatalf("%s = %q, the body holds %q", name, value, want)
 			}
 		}
+		if repeatsKey(body) {
+			t.Fatalf("Fields accepted %q, which holds a key twice", body)
+		}
 		elems, _ := plain["MsgBody"].([]any)
 		if len(got.MsgBody) != len(elems) {
 			t.Fatalf("%d MsgBody elements, the body holds %d", len(got.MsgBody), len(elems))
 		}
+		var rawElems []json.RawMessage
+		_ = json.Unmarshal(members(t, body)["MsgBody"], &rawElems)
 		for i, e := range got.MsgBody {
+			if repeatsKey(rawElems[i]) {
+				t.Fatalf("Fields accepted the element %s, which holds a key twice", rawElems[i])
+			}
 			member, _ := elems[i].(map[string]any)
 			if wantType, _ := member["MsgType"].(string); e.MsgType != wantType {
 				t.Fatalf("element %d: MsgType %q, the body holds %q", i, e.MsgType, wantType)
@@ -265,7 +287,7 @@ func FuzzCallbackFields(f *testing.F) {
 			content, _ := member["MsgContent"].(map[string]any)
 			wantText, isText := content["Text"].(string)
 			text, ok := e.Text()
-			if ok != (isText && e.MsgType == deciders.MsgTypeText) || text != wantText && ok {
+			if ok != (isText && e.MsgType == deciders.MsgTypeText && !repeatsKey(e.MsgContent)) || text != wantText && ok {
 				t.Fatalf("element %d: Text() = %q, %v; the body holds %v", i, text, ok, member)
 			}
 		}
@@ -284,4 +306,40 @@ func FuzzCallbackFields(f *testing.F) {
 			}
 		}
 	})
+}
+
+// repeatsKey reports whether encoding/json's token stream reads a key twice
+// at the top level of the object b.
+func repeatsKey(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if seen[tok.(string)] {
+			return true
+		}
+		seen[tok.(string)] = true
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// members decodes the object b as encoding/json does, the last of a repeated
+// key winning.
+func members(t *testing.T, b []byte) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

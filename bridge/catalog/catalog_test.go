@@ -119,13 +119,45 @@ func TestValidateReply(t *testing.T) {
 		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK"}`, 0, `"ErrorCode" is missing`},
 		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0.5}`, 0, "integer"},
 		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":1e0}`, 0, "integer"},
-		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorCode":1}`, 0, "one integer"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorCode":1}`, 0, `duplicate key "ErrorCode"`},
 		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":null}`, 0, "ErrorInfo"},
 		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"\u00e9t\u00e9"}`, 0, ""},
 		{"Group.CallbackBeforeCreateGroup", `[{"ActionStatus":"OK","ErrorCode":0}]`, 0, "not a JSON object"},
 		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0`, 0, "not valid JSON"},
 		{"Group.CallbackBeforeCreateGroup", ``, 0, "not valid JSON"},
 		{"Group.CallbackBeforeCreateGroup", "\n {\"ActionStatus\" : \"OK\" ,\n\"ErrorCode\" : 10150 } \n", 10150, ""},
+		// Keys are read decoded, as Tencent's decoder reads them: a key written
+		// twice, however escaped, is ambiguous.
+		{"Group.CallbackBeforeCreateGroup", `{"Action\u0053tatus":"OK","Error\u0043ode":10150}`, 10150, ""},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","Error\u0043ode":999999}`, 0, `duplicate key "ErrorCode" (written "Error\u0043ode")`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","Action\u0053tatus":"FAIL","ErrorCode":0}`, 0, `duplicate key "ActionStatus"`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"Extra":1,"Extra":2}`, 0, `duplicate key "Extra"`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"Extr\u0061":1,"Extra":2}`, 0, `duplicate key "Extra"`},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":0,"Msg\u0042ody":[{"MsgType":"TIMTextElem","MsgContent":{}}]}`, 0, `"MsgBody" is not a reply field of this command`},
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"Msg\u0042ody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"x"}}]}`, 0, ""},
+		// ... and so is one that differs from a rule's name only in case.
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"errorcode":5}`, 0, `"errorcode" differs from "ErrorCode" only in case`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","errorCode":5}`, 0, `"errorCode" differs from "ErrorCode"`},
+		{"Group.CallbackBeforeCreateGroup", `{"actionstatus":"FAIL","ActionStatus":"OK","ErrorCode":0}`, 0, `"actionstatus" differs from "ActionStatus"`},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ACTIONSTATU\u017f":"FAIL"}`, 0, `differs from "ActionStatus"`}, // ſ folds to s
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"errorinfo":""}`, 0, `differs from "ErrorInfo"`},
+		{"OfficialAccount.CallbackBeforeCreateOfficialAccount", `{"ActionStatus":"OK","ErrorCode":0,"msgbody":[]}`, 0, `"msgbody" differs from "MsgBody"`},
+		{"Group.CallbackBeforeInviteJoinGroup", `{"ActionStatus":"OK","ErrorCode":0,"refusedmembers_account":["a"]}`, 0, `differs from "RefusedMembers_Account"`},
+		// Inside the elements the rules read, too.
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"Msg\u0054ype":"TIMTextElem","MsgContent":{}}]}`, 0, ""},
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{}},{"MsgType":"TIMTextElem","MsgType":"","MsgContent":{}}]}`, 0, `element 1: duplicate key "MsgType"`},
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{},"Msg\u0043ontent":"x"}]}`, 0, `duplicate key "MsgContent"`},
+		{"C2C.CallbackBeforeSendMsg", `{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{},"msgcontent":"x"}]}`, 0, `"msgcontent" differs from "MsgContent"`},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0,"Result\u0043ode":1}]}`, 0, `element 0: duplicate key "ResultCode"`},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","to_account":"b","ResultCode":0}]}`, 0, `"to_account" differs from "To_Account"`},
+		{"Sns.CallbackPrevFriendAdd", `{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0,"resultinfo":""}]}`, 0, `differs from "ResultInfo"`},
+		// Replies no decoder should have to guess at.
+		{"Group.CallbackBeforeCreateGroup", "{\"ActionStatus\":\"OK\",\"ErrorCode\":1,\"ErrorInfo\":\"\xff\"}", 0, "not valid UTF-8"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"\ud800"}`, 0, "unpaired UTF-16 surrogate"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"\ud83d\ude00"}`, 1, ""},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"ErrorCode\u0000":1}`, 0, "NUL"},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"x":` + strings.Repeat("[", 63) + strings.Repeat("]", 63) + `}`, 0, ""},
+		{"Group.CallbackBeforeCreateGroup", `{"ActionStatus":"OK","ErrorCode":0,"x":` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `}`, 0, "nested deeper than the limit of 64 levels"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.command+" "+tt.reply, func(t *testing.T) {
@@ -209,6 +241,9 @@ func FuzzValidateReply(f *testing.F) {
 	for _, s := range SampleReplies() {
 		f.Add(s.Body)
 	}
+	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","Error\u0043ode":999999}`))
+	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"Msg\u0042ody":[{"MsgType":"T","MsgContent":{}}]}`))
+	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"errorcode":5}`))
 	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"To_Account":"a","ResultCode":0}]}`))
 	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[{"MsgType":"T","MsgContent":{}}],"x":[1,{"y":"\"}"}]}`))
 	commands := All()

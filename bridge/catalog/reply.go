@@ -37,6 +37,15 @@ var (
 // "ErrorInfo", and only those extra fields the command understands, each in
 // the shape Tencent documents. Members Tencent does not define pass through
 // unchecked. ValidateReply does not allocate for a valid reply.
+//
+// Keys are compared decoded ("Error\u0043ode" is "ErrorCode"), and a reply
+// Tencent's decoder might read otherwise than the bridge does is invalid: a
+// key written twice, in the reply or in an object the rules look into (an
+// element of MsgBody or ResultItem); a key that differs from one of the rules'
+// names only in case ("errorCode"), which decoders matching names without
+// case, such as encoding/json, take for it; and whatever jsonscan.Check
+// refuses (invalid UTF-8, unpaired surrogate escapes, \u0000 in a key,
+// nesting deeper than jsonscan.MaxDepth).
 func (c *Command) ValidateReply(b []byte) (int, error) {
 	var (
 		seen   Field
@@ -71,6 +80,10 @@ func (c *Command) ValidateReply(b []byte) (int, error) {
 		default:
 			f := fieldOf(key)
 			if f == 0 {
+				if name := lookalike(key, replyKeys); name != nil {
+					reason = caseReason(key, name)
+					return ErrInvalidReply
+				}
 				return nil // not Tencent's: passed through
 			}
 			if seen&f != 0 {
@@ -95,6 +108,8 @@ func (c *Command) ValidateReply(b []byte) (int, error) {
 		reason = "not valid JSON"
 	case errors.Is(err, jsonscan.ErrNotObject):
 		reason = "not a JSON object"
+	case err != nil: // the document breaks jsonscan's rules
+		reason = err.Error()
 	case !status:
 		reason = `"ActionStatus" is missing`
 	case !hasCode:
@@ -110,6 +125,32 @@ func (c *Command) ValidateReply(b []byte) (int, error) {
 		return 0, &ReplyError{Command: c.Name, Reason: reason}
 	}
 	return int(code), nil
+}
+
+// replyKeys are the member names ValidateReply reads at the top level.
+var replyKeys = func() [][]byte {
+	keys := [][]byte{keyActionStatus, keyErrorCode, keyErrorInfo}
+	for _, fn := range fieldNames {
+		keys = append(keys, []byte(fn.name))
+	}
+	return keys
+}()
+
+// lookalike returns the name among names that key equals but for case, as
+// encoding/json matches names (bytes.EqualFold), or nil. The names are ASCII,
+// and a character that folds to an ASCII one is never shorter than it (the
+// Kelvin sign, a 3-byte K, folds to k), so shorter keys are passed over.
+func lookalike(key []byte, names [][]byte) []byte {
+	for _, name := range names {
+		if len(key) >= len(name) && bytes.EqualFold(key, name) {
+			return name
+		}
+	}
+	return nil
+}
+
+func caseReason(key, name []byte) string {
+	return fmt.Sprintf("%q differs from %q only in case, and decoders that ignore case would read it as that member", key, name)
 }
 
 func fieldOf(key []byte) Field {
@@ -128,6 +169,10 @@ var (
 	keyResultCode = []byte("ResultCode")
 	keyResultInfo = []byte("ResultInfo")
 	errShape      = errors.New("shape")
+
+	// The member names checkShape reads in an element of MsgBody, of ResultItem.
+	msgElemKeys    = [][]byte{keyMsgType, keyMsgContent}
+	resultItemKeys = [][]byte{keyToAccount, keyResultCode, keyResultInfo}
 )
 
 // checkShape returns why v does not have the documented shape of field f, or "".
@@ -149,37 +194,52 @@ func (c *Command) checkShape(f Field, v []byte) string {
 		}
 	case FieldMsgBody:
 		n := 0
+		var why string
 		err := jsonscan.Elements(v, func(e []byte) error {
 			n++
 			var typ, content bool
 			if !jsonscan.IsObject(e) {
 				return errShape
 			}
-			_ = jsonscan.Members(e, func(k, ev []byte) error {
+			err := jsonscan.Members(e, func(k, ev []byte) error {
 				switch {
 				case bytes.Equal(k, keyMsgType):
 					s, ok := jsonscan.String(ev)
 					typ = ok && len(s) > 0
 				case bytes.Equal(k, keyMsgContent):
 					content = jsonscan.IsObject(ev)
+				default:
+					if name := lookalike(k, msgElemKeys); name != nil {
+						why = caseReason(k, name)
+						return errShape
+					}
 				}
 				return nil
 			})
-			if !typ || !content {
+			if err != nil && why == "" {
+				why = err.Error()
+			}
+			if err != nil || !typ || !content {
 				return errShape
 			}
 			return nil
 		})
+		if why != "" {
+			return fmt.Sprintf("element %d: %s", n-1, why)
+		}
 		if err != nil || n == 0 {
 			return `must be a non-empty array of {"MsgType": string, "MsgContent": object}`
 		}
 	case FieldResultItem:
+		n := 0
+		var why string
 		err := jsonscan.Elements(v, func(e []byte) error {
+			n++
 			if !jsonscan.IsObject(e) {
 				return errShape
 			}
 			var account, result, bad bool
-			_ = jsonscan.Members(e, func(k, ev []byte) error {
+			err := jsonscan.Members(e, func(k, ev []byte) error {
 				switch {
 				case bytes.Equal(k, keyToAccount):
 					s, ok := jsonscan.String(ev)
@@ -190,14 +250,25 @@ func (c *Command) checkShape(f Field, v []byte) string {
 				case bytes.Equal(k, keyResultInfo):
 					_, ok := jsonscan.String(ev)
 					bad = bad || !ok
+				default:
+					if name := lookalike(k, resultItemKeys); name != nil {
+						why = caseReason(k, name)
+						return errShape
+					}
 				}
 				return nil
 			})
-			if !account || !result || bad {
+			if err != nil && why == "" {
+				why = err.Error()
+			}
+			if err != nil || !account || !result || bad {
 				return errShape
 			}
 			return nil
 		})
+		if why != "" {
+			return fmt.Sprintf("element %d: %s", n-1, why)
+		}
 		if err != nil {
 			return `must be an array of {"To_Account": string, "ResultCode": ` + c.CodesString() + `, "ResultInfo": string}`
 		}
