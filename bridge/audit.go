@@ -57,6 +57,9 @@ type auditor struct {
 	pending atomic.Int64
 	// outageWarning spaces storeAgain's warnings.
 	outageWarning gate
+	// connected hears each (re)connection to NATS, so that a record held
+	// by publishCore goes as soon as NATS is back.
+	connected chan nats.Status
 }
 
 // done* end a queued record's life, counted.
@@ -120,6 +123,9 @@ func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
 		done:    make(chan struct{}),
 		abandon: make(chan struct{}),
 		acks:    make(chan jetstream.PubAckFuture, auditQueueLen),
+
+		// Buffered by the client, which never blocks on it.
+		connected: nc.StatusChanged(nats.CONNECTED),
 	}
 	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
 	go a.run()
@@ -230,6 +236,46 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 	}
 }
 
+// publishCore publishes a record on core NATS. The client keeps no
+// reconnect buffer, so while NATS is away the record waits here until it
+// is back (told by connected; the timer only backs that up), and the
+// records behind it wait in the queue; past the queue the
+// newest are dropped and counted, as with the audit stream. At shutdown a
+// held record is given up once the shutdown's deadline has passed.
+func (a *auditor) publishCore(subject string, data []byte) {
+	wait := auditRetryFirst
+	var timer *time.Timer
+	for {
+		err := a.nc.Publish(subject, data)
+		switch {
+		case err == nil:
+			a.donePublished()
+			return
+		case !errors.Is(err, nats.ErrReconnectBufExceeded):
+			a.doneFailed()
+			a.log.Warn().Err(err).Str("subject", subject).Msg("audit record not published")
+			return
+		}
+		if a.outageWarning.pass(auditOutageLogEvery) {
+			a.log.Warn().Int64("pending", a.pending.Load()).Msg("NATS not reachable: holding audit records until it is")
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-a.abandon:
+			a.doneFailed()
+			return
+		case <-a.connected:
+		case <-timer.C:
+		}
+		wait = min(2*wait, auditRetryMax)
+	}
+}
+
 // refused counts and logs a record the stream will not take.
 func (a *auditor) refused(msg *nats.Msg, err error) {
 	a.doneFailed()
@@ -326,10 +372,9 @@ func (a *auditor) run() {
 				id += "-late"
 			}
 			a.publishStream(e.subject, id, e.encode(nil))
-		} else if out = e.encode(out[:0]); a.nc.Publish(e.subject, out) != nil {
-			a.doneFailed()
 		} else {
-			a.donePublished()
+			out = e.encode(out[:0])
+			a.publishCore(e.subject, out)
 		}
 		a.release(e)
 	}
@@ -351,7 +396,8 @@ func (a *auditor) run() {
 }
 
 // stop publishes what is queued, waits for the stream's acknowledgements
-// (bounded by ctx: past it, records still pending are given up) and returns.
+// or for NATS to be back (bounded by ctx: past it, records still pending
+// are given up) and returns.
 // It is called after the HTTP server stopped, so nothing is submitted after
 // it.
 func (a *auditor) stop(ctx context.Context) error {
@@ -361,9 +407,9 @@ func (a *auditor) stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		n := a.pending.Load()
-		a.log.Warn().Int64("pending", n).Msg("audit records still unacknowledged at shutdown: giving them up")
+		a.log.Warn().Int64("pending", n).Msg("audit records still not stored or published at shutdown: giving them up")
 		close(a.abandon)
-		return fmt.Errorf("%w: %d audit records not acknowledged by the stream before the shutdown deadline", ErrNATS, n)
+		return fmt.Errorf("%w: %d audit records not acknowledged by NATS before the shutdown deadline", ErrNATS, n)
 	}
 }
 

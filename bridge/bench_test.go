@@ -140,6 +140,7 @@ func BenchmarkBridge_AfterCallback(b *testing.B) {
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
+		flushes := tb.confirm.flushes.Load()
 		b.ReportAllocs()
 		b.SetParallelism(8)
 		b.RunParallel(func(pb *testing.PB) {
@@ -148,6 +149,9 @@ func BenchmarkBridge_AfterCallback(b *testing.B) {
 				handle()
 			}
 		})
+		if n := tb.confirm.flushes.Load() - flushes; n > 0 {
+			b.ReportMetric(float64(b.N)/float64(n), "callbacks/flush")
+		}
 	})
 }
 
