@@ -361,6 +361,11 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 		err = b.publishConfirmed(x, start.Add(rt.timeout))
 	}
 	if err != nil {
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			// What the client says while disconnected, as it keeps no
+			// reconnect buffer.
+			err = fmt.Errorf("%w: connection %s", ErrNATS, b.nc.Status())
+		}
 		b.recheckStreams(err)
 		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
 		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: OutcomeNATSError, err: err}
@@ -373,11 +378,6 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 func (b *Bridge) publishConfirmed(x *exchange, deadline time.Time) error {
 	epoch := b.confirm.epoch()
 	if err := b.nc.PublishMsg(&x.msg); err != nil {
-		if errors.Is(err, nats.ErrReconnectBufExceeded) {
-			// What the client says while disconnected, as it keeps no
-			// reconnect buffer.
-			return fmt.Errorf("%w: %s", ErrNATS, b.nc.Status())
-		}
 		return err
 	}
 	err := b.confirm.confirm(x.confirm, epoch, deadline, x.timer)
