@@ -144,16 +144,43 @@ func (e *auditEntry) encode(b []byte, limit int) []byte {
 	if e.shadowed {
 		values[rawShadowVerdict] = newRawValue(e.shadowAnswer)
 	}
+	var sizes [numRawFields]int
+	total := 0
+	for i, v := range values {
+		sizes[i] = v.size
+		total += v.size
+	}
+	if e.fixedBound()+auditRawReserve+total <= limit {
+		return e.appendRecord(b, &values, sizes) // the usual record: it fits
+	}
 	// The record without its JSON values first, to learn what they have
 	// left; then the whole record with each value given its share.
 	start := len(b)
-	var none, sizes [numRawFields]int
+	var none [numRawFields]int
 	b = e.appendRecord(b, &values, none)
-	for i, v := range values {
-		sizes[i] = v.size
-	}
 	left := limit - (len(b) - start) - auditRawReserve
 	return e.appendRecord(b[:start], &values, share(left, sizes))
+}
+
+// auditRecordOverhead bounds what a record takes beyond its text fields and
+// JSON values: keys, punctuation, numbers, the time and "truncated".
+const auditRecordOverhead = 1 << 10
+
+// fixedBound bounds the size of e's record without its JSON values.
+func (e *auditEntry) fixedBound() int {
+	n := auditRecordOverhead
+	for _, f := range [...]struct {
+		len, max int
+	}{
+		{e.id.end - e.id.start, auditShortField}, {len(e.app), auditShortField}, {len(e.command), auditShortField},
+		{len(e.kind), auditShortField}, {e.clientIP.end - e.clientIP.start, auditShortField},
+		{e.platform.end - e.platform.start, auditShortField}, {len(e.outcome), auditShortField},
+		{len(e.reason), auditTextField}, {len(e.decider), auditShortField}, {len(e.query), auditTextField},
+		{len(e.remote), auditShortField}, {len(e.shadowOutcome), auditShortField}, {len(e.shadowReason), auditTextField},
+	} {
+		n += min(6*f.len+2, f.max) // at worst six bytes for each byte
+	}
+	return n
 }
 
 // share divides budget among fields of the given sizes: the smaller ones
@@ -322,15 +349,31 @@ func appendJSONString(b, s []byte) []byte {
 // U+FFFD. max must be at least 2 for "" when it is not negative.
 func appendJSONStringLimit(b, s []byte, max int) (_ []byte, whole bool) {
 	end := len(b) + max - 1 // the closing quote's place
+	if max < 0 {
+		end = int(^uint(0) >> 1)
+	}
 	b = append(b, '"')
 	for i := 0; i < len(s); {
+		// Most text is printable ASCII, copied as it is in runs.
+		j := i
+		for j < len(s) && plainASCII[s[j]] {
+			j++
+		}
+		if j > i {
+			if room := end - len(b); j-i > room {
+				return append(append(b, s[i:i+room]...), '"'), false
+			}
+			b = append(b, s[i:j]...)
+			i = j
+			continue
+		}
 		size, out := jsonStringUnit(s[i:])
-		if max >= 0 && len(b)+out > end {
+		if len(b)+out > end {
 			return append(b, '"'), false
 		}
 		c := s[i]
 		switch {
-		case out == 1 || out == size:
+		case out == size:
 			b = append(b, s[i:i+size]...)
 		case out == 2:
 			b = append(b, '\\', c)
@@ -343,3 +386,11 @@ func appendJSONStringLimit(b, s []byte, max int) (_ []byte, whole bool) {
 	}
 	return append(b, '"'), true
 }
+
+// plainASCII marks the bytes a JSON string holds as they are.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
