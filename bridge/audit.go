@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-
-	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // auditQueueLen bounds the records waiting to be published. A full queue
@@ -57,6 +53,9 @@ type auditor struct {
 	pending atomic.Int64
 	// outageWarning spaces storeAgain's warnings.
 	outageWarning gate
+	// connected hears each (re)connection to NATS, so that a record held
+	// by publishCore goes as soon as NATS is back.
+	connected chan nats.Status
 }
 
 // done* end a queued record's life, counted.
@@ -120,6 +119,9 @@ func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
 		done:    make(chan struct{}),
 		abandon: make(chan struct{}),
 		acks:    make(chan jetstream.PubAckFuture, auditQueueLen),
+
+		// Buffered by the client, which never blocks on it.
+		connected: nc.StatusChanged(nats.CONNECTED),
 	}
 	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
 	go a.run()
@@ -230,6 +232,46 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 	}
 }
 
+// publishCore publishes a record on core NATS. The client keeps no
+// reconnect buffer, so while NATS is away the record waits here until it
+// is back (told by connected; the timer only backs that up), and the
+// records behind it wait in the queue; past the queue the
+// newest are dropped and counted, as with the audit stream. At shutdown a
+// held record is given up once the shutdown's deadline has passed.
+func (a *auditor) publishCore(subject string, data []byte) {
+	wait := auditRetryFirst
+	var timer *time.Timer
+	for {
+		err := a.nc.Publish(subject, data)
+		switch {
+		case err == nil:
+			a.donePublished()
+			return
+		case !errors.Is(err, nats.ErrReconnectBufExceeded):
+			a.doneFailed()
+			a.log.Warn().Err(err).Str("subject", subject).Msg("audit record not published")
+			return
+		}
+		if a.outageWarning.pass(auditOutageLogEvery) {
+			a.log.Warn().Int64("pending", a.pending.Load()).Msg("NATS not reachable: holding audit records until it is")
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-a.abandon:
+			a.doneFailed()
+			return
+		case <-a.connected:
+		case <-timer.C:
+		}
+		wait = min(2*wait, auditRetryMax)
+	}
+}
+
 // refused counts and logs a record the stream will not take.
 func (a *auditor) refused(msg *nats.Msg, err error) {
 	a.doneFailed()
@@ -325,11 +367,10 @@ func (a *auditor) run() {
 			if e.late {
 				id += "-late"
 			}
-			a.publishStream(e.subject, id, e.encode(nil))
-		} else if out = e.encode(out[:0]); a.nc.Publish(e.subject, out) != nil {
-			a.doneFailed()
+			a.publishStream(e.subject, id, e.encode(nil, a.recordLimit()))
 		} else {
-			a.donePublished()
+			out = e.encode(out[:0], a.recordLimit())
+			a.publishCore(e.subject, out)
 		}
 		a.release(e)
 	}
@@ -350,8 +391,23 @@ func (a *auditor) run() {
 	}
 }
 
+// defaultMaxPayload is NATS's default max_payload, assumed for records
+// encoded before the bridge first reached the server.
+const defaultMaxPayload = 1 << 20
+
+// recordLimit is the largest record the server takes: its max_payload,
+// less room for headers. Records are cut to fit it rather than refused.
+func (a *auditor) recordLimit() int {
+	limit := a.nc.MaxPayload()
+	if limit <= 0 {
+		limit = defaultMaxPayload
+	}
+	return int(limit) - auditPayloadHeadroom
+}
+
 // stop publishes what is queued, waits for the stream's acknowledgements
-// (bounded by ctx: past it, records still pending are given up) and returns.
+// or for NATS to be back (bounded by ctx: past it, records still pending
+// are given up) and returns.
 // It is called after the HTTP server stopped, so nothing is submitted after
 // it.
 func (a *auditor) stop(ctx context.Context) error {
@@ -361,103 +417,8 @@ func (a *auditor) stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		n := a.pending.Load()
-		a.log.Warn().Int64("pending", n).Msg("audit records still unacknowledged at shutdown: giving them up")
+		a.log.Warn().Int64("pending", n).Msg("audit records still not stored or published at shutdown: giving them up")
 		close(a.abandon)
-		return fmt.Errorf("%w: %d audit records not acknowledged by the stream before the shutdown deadline", ErrNATS, n)
+		return fmt.Errorf("%w: %d audit records not acknowledged by NATS before the shutdown deadline", ErrNATS, n)
 	}
-}
-
-// encode renders e as a protocol.AuditRecord in JSON.
-func (e *auditEntry) encode(b []byte) []byte {
-	b = append(b, `{"version":`...)
-	b = strconv.AppendInt(b, protocol.AuditVersion, 10)
-	b = appendField(b, "request_id", e.get(e.id))
-	b = append(b, `,"received_at":"`...)
-	b = e.received.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"')
-	b = appendStringField(b, "sdkappid", e.app)
-	b = appendStringField(b, "command", e.command)
-	b = appendStringField(b, "kind", e.kind)
-	b = appendField(b, "client_ip", e.get(e.clientIP))
-	b = appendField(b, "opt_platform", e.get(e.platform))
-	b = appendStringField(b, "outcome", string(e.outcome))
-	b = appendStringField(b, "reason", e.reason)
-	b = append(b, `,"http_status":`...)
-	b = strconv.AppendInt(b, int64(e.status), 10)
-	b = append(b, `,"code":`...)
-	b = strconv.AppendInt(b, int64(e.code), 10)
-	if len(e.answer) > 0 {
-		b = append(b, `,"answer":`...)
-		b = append(b, e.answer...)
-	}
-	b = appendStringField(b, "decider", e.decider)
-	b = append(b, `,"latency_ms":`...)
-	b = strconv.AppendFloat(b, float64(e.latency.Microseconds())/1000, 'f', -1, 64)
-	if body := e.get(e.body); len(body) > 0 {
-		b = append(b, `,"body":`...)
-		b = append(b, body...)
-	}
-	b = appendStringField(b, "query", e.query)
-	b = appendStringField(b, "remote", e.remote)
-	if e.shadowed {
-		b = appendStringField(b, "shadow_outcome", string(e.shadowOutcome))
-		b = append(b, `,"shadow_code":`...)
-		b = strconv.AppendInt(b, int64(e.shadowCode), 10)
-		if len(e.shadowAnswer) > 0 {
-			b = append(b, `,"shadow_verdict":`...)
-			b = append(b, e.shadowAnswer...)
-		}
-		b = appendStringField(b, "shadow_reason", e.shadowReason)
-		b = append(b, `,"agrees":`...)
-		b = strconv.AppendBool(b, e.shadowCode == e.code)
-	}
-	return append(b, '}')
-}
-
-func appendStringField(b []byte, key, v string) []byte {
-	if v == "" {
-		return b
-	}
-	return appendField(b, key, []byte(v))
-}
-
-// appendField appends ,"key":"v" with v escaped for JSON; empty v is omitted.
-func appendField(b []byte, key string, v []byte) []byte {
-	if len(v) == 0 {
-		return b
-	}
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	b = append(b, '"', ':')
-	return appendJSONString(b, v)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b, s []byte) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }

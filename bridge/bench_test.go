@@ -117,3 +117,82 @@ func natsConnect(tb testing.TB, url string) *nats.Conn {
 	tb.Cleanup(nc.Close)
 	return nc
 }
+
+// BenchmarkBridge_AfterCallback measures one after callback through the
+// bridge's handler (parse, route, publish the event, answer) against a real
+// NATS server with an event subscriber, without the HTTP socket: "serial"
+// one at a time, "parallel" from GOMAXPROCS×8 goroutines at once, as when
+// Tencent sends many notifications together.
+func BenchmarkBridge_AfterCallback(b *testing.B) {
+	tb := startBridge(b, func(c *Config) { c.Logger = zerolog.New(io.Discard) })
+	sub, err := tb.nc.Subscribe("timbus.event.>", func(*nats.Msg) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, -1)
+	_ = tb.nc.Flush()
+	b.Run("serial", func(b *testing.B) {
+		handle := afterPath(b, tb)
+		b.ReportAllocs()
+		for b.Loop() {
+			handle()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		flushes := tb.confirm.flushes.Load()
+		b.ReportAllocs()
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			handle := afterPath(b, tb)
+			for pb.Next() {
+				handle()
+			}
+		})
+		if n := tb.confirm.flushes.Load() - flushes; n > 0 {
+			b.ReportMetric(float64(b.N)/float64(n), "callbacks/flush")
+		}
+	})
+}
+
+// afterPath returns a function that runs one after callback through the
+// bridge's handler and checks that it was answered 200.
+func afterPath(b *testing.B, tb *testBridge) func() {
+	const command = "Group.CallbackAfterSendMsg"
+	body := sample(b, command)
+	var req fasthttp.Request
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI("/?SdkAppid=" + testApp + "&CallbackCommand=" + command + "&contenttype=json&ClientIP=10.0.0.7&OptPlatform=RESTAPI")
+	req.SetBody(body)
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5555}
+	var ctx fasthttp.RequestCtx
+	return func() {
+		ctx.Init(&req, remote, nil)
+		tb.handle(&ctx)
+		if ctx.Response.StatusCode() != fasthttp.StatusOK {
+			b.Fatalf("answer %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}
+
+// BenchmarkAuditEncode measures the encoding of a typical audit record (a
+// decided callback with Tencent's sample body) on the auditor's goroutine.
+func BenchmarkAuditEncode(b *testing.B) {
+	e := &auditEntry{}
+	e.reset()
+	e.received = time.Now()
+	e.app, e.command, e.kind, e.outcome, e.status, e.code = testApp, oaCreate, "before", OutcomeDecided, 200, 120005
+	e.decider = "names/1.2.0/x7"
+	e.latency = 1234 * time.Microsecond
+	e.id = e.keep([]byte("2c25335faf68-1a"))
+	e.clientIP = e.keep([]byte("10.0.0.7"))
+	e.platform = e.keep([]byte("RESTAPI"))
+	e.body = e.keep(sample(b, oaCreate))
+	e.answer = []byte(oaCreateDeny)
+	var out []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out = e.encode(out[:0], 1<<20)
+	}
+	b.SetBytes(int64(len(out)))
+}

@@ -47,6 +47,7 @@ type Bridge struct {
 	natsClosed chan struct{}
 	audit      *auditor
 	mux        *replyMux
+	confirm    *confirmer          // confirms events published on core NATS
 	events     jetstream.JetStream // nil unless an events stream is configured
 	// setupStreams creates the configured streams that are missing; nil
 	// without streams. streamsRecheck spaces recheckStreams's runs of it.
@@ -124,6 +125,12 @@ func (b *Bridge) Start(ctx context.Context) error {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(500 * time.Millisecond),
+		// No reconnect buffer: a publish while NATS is away fails at once
+		// instead of waiting in the client's memory, where a shutdown before
+		// NATS returns would lose it after Tencent had been told OK. An
+		// after callback then gets 503, and Tencent can retry; audit records
+		// wait in the auditor's own bounded queue.
+		nats.ReconnectBufSize(-1),
 		nats.ConnectHandler(func(c *nats.Conn) { b.log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS connected") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil && !b.stopping.Load() {
@@ -205,6 +212,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	b.confirm = newConfirmer(nc)
 	go b.serve()
 	go b.watchDeciders(b.cfg.RegistryInterval)
 	started := b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", RedactURLs(b.NATSURL())).
@@ -346,6 +354,10 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 		}
+	}
+	if b.confirm != nil {
+		// Callbacks still waiting past the shutdown's deadline get 503.
+		b.confirm.stop()
 	}
 	close(b.registryStop)
 	<-b.registryDone

@@ -473,6 +473,13 @@ func TestBridge_NATSDown(t *testing.T) {
 			t.Fatalf("outcome %v, want nats_error", o)
 		}
 	}
+	// Their audit records wait for NATS; a shutdown before it is back
+	// gives them up and says so.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := tb.Shutdown(ctx); !errors.Is(err, ErrNATS) || !strings.Contains(err.Error(), "3 audit records not acknowledged") {
+		t.Errorf("Shutdown with NATS gone: %v, want the 3 audit records given up", err)
+	}
 }
 
 // TestBridge_ShutdownFinishesInFlight: callbacks being decided when Shutdown

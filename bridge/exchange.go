@@ -59,6 +59,7 @@ type exchange struct {
 	reply    []byte      // reply subject of the decide request
 	trace    []byte      // traceparent
 	timer    *time.Timer // stopped between callbacks
+	confirm  *confirmWait
 }
 
 func newExchange() *exchange {
@@ -71,6 +72,7 @@ func newExchange() *exchange {
 		reply:    make([]byte, 0, 64),
 		trace:    make([]byte, 0, traceparentLen),
 		timer:    time.NewTimer(time.Hour),
+		confirm:  newConfirmWait(),
 	}
 	x.timer.Stop()
 	for i := range x.values {

@@ -367,10 +367,11 @@ func (b *Bridge) lateReply(c *call, reply *nats.Msg) {
 	b.audit.filled(e)
 }
 
-// publish sends an after callback as an event. With an events stream, the
-// stream must acknowledge it before Tencent's deadline. If NATS refuses it,
-// Tencent gets a non-200 answer, which lets a retrying Tencent deliver it
-// again.
+// publish sends an after callback as an event, and answers 200 only once
+// NATS has it: with an events stream, once the stream acknowledged it;
+// without, once the server confirmed it (publishConfirmed), all before
+// Tencent's deadline. Otherwise Tencent gets 503, which lets a retrying
+// Tencent deliver it again.
 func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 	x.set(slotDeadline, "")
 	var (
@@ -387,14 +388,34 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 			note = errDuplicateEvent
 		}
 	} else {
-		err = b.nc.PublishMsg(&x.msg)
+		err = b.publishConfirmed(x, start.Add(rt.timeout))
 	}
 	if err != nil {
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			// What the client says while disconnected, as it keeps no
+			// reconnect buffer.
+			err = fmt.Errorf("%w: connection %s", ErrNATS, b.nc.Status())
+		}
 		b.recheckStreams(err)
 		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
 		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: OutcomeNATSError, err: err}
 	}
 	return result{status: fasthttp.StatusOK, answer: rt.fallbackFor(x.msg.Data), outcome: OutcomePublished, code: rt.code, err: note}
+}
+
+// publishConfirmed publishes an event on core NATS and returns once the
+// server has it (see confirmer), or why it may not have it.
+func (b *Bridge) publishConfirmed(x *exchange, deadline time.Time) error {
+	epoch := b.confirm.epoch()
+	if err := b.nc.PublishMsg(&x.msg); err != nil {
+		return err
+	}
+	err := b.confirm.confirm(x.confirm, epoch, deadline, x.timer)
+	if err != nil {
+		// The confirmer may still answer the abandoned wait later.
+		x.confirm = newConfirmWait()
+	}
+	return err
 }
 
 // errDuplicateEvent notes an event the stream already held: a delivery

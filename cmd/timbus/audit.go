@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -567,7 +568,7 @@ func (o *auditOutput) record(data []byte, rec *protocol.AuditRecord) error {
 		formatMS(rec.LatencyMS),
 		shorten(rec.Decider, 40),
 		rec.RequestID,
-		shorten(rec.Reason, reasonWidth),
+		shorten(truncationNote(rec)+rec.Reason, reasonWidth),
 	}
 	if o.shadow {
 		shadow := rec.ShadowOutcome
@@ -577,6 +578,16 @@ func (o *auditOutput) record(data []byte, rec *protocol.AuditRecord) error {
 		cells = slices.Insert(cells, 5, strings.TrimSpace(shadow))
 	}
 	return o.table.row(cells...)
+}
+
+// truncationNote names the fields timbus cut to fit the record in NATS's
+// max_payload or in their own bounds, ahead of the reason, e.g.
+// "[cut: body, client_ip] ".
+func truncationNote(rec *protocol.AuditRecord) string {
+	if len(rec.Truncated) == 0 {
+		return ""
+	}
+	return "[cut: " + strings.Join(slices.Sorted(maps.Keys(rec.Truncated)), ", ") + "] "
 }
 
 func (o *auditOutput) flush() error {

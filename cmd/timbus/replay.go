@@ -152,7 +152,8 @@ Replayed too: callbacks answered with the default without asking the
 deciders (shed over --max-inflight, or the command's circuit breaker open),
 so their rows show what the deciders would have said. Not replayed: after
 callbacks, refused requests, before callbacks sent fire-and-forget, late
-replies, and records without a body.
+replies, and records without a body or whose body timbus cut to fit the
+record (see "truncated" in the audit record).
 
 Flags:
   --stream NAME            JetStream stream holding the audit records (required)
@@ -205,7 +206,8 @@ func checkReplayArgs(sel *recordSelection, stream, prefix, since string, timeout
 // replayable reports whether rec is a before callback a decider was asked
 // about, with what it takes to ask again.
 func replayable(rec *protocol.AuditRecord) bool {
-	if !replayOutcomes[rec.Outcome] || rec.Kind == catalog.After.String() || len(rec.Body) == 0 ||
+	// A body cut to fit the record is not the callback any more.
+	if !replayOutcomes[rec.Outcome] || rec.Kind == catalog.After.String() || len(rec.Body) == 0 || rec.Cut("body") ||
 		!catalog.ValidName(rec.Command) || rec.RequestID == "" {
 		return false
 	}

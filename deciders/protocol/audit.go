@@ -38,12 +38,16 @@ type AuditRecord struct {
 	HTTPStatus int    `json:"http_status"`
 	// Code is the ErrorCode sent to Tencent.
 	Code int `json:"code"`
-	// Answer is the exact JSON body sent to Tencent.
+	// Answer is the exact JSON body sent to Tencent; on a late record, the
+	// decider's reply: as it came when it is one valid JSON value, else as a
+	// JSON string holding it. Invalid UTF-8 in either becomes U+FFFD.
 	Answer json.RawMessage `json:"answer,omitempty"`
 	// Decider is the answering decider's HeaderDecider, if it sent one.
 	Decider   string  `json:"decider,omitempty"`
 	LatencyMS float64 `json:"latency_ms"`
 	// Body is the callback's body as Tencent sent it (absent for refusals).
+	// When the record had to be cut (see Truncated), it is a JSON string
+	// holding the body's first bytes instead, or absent.
 	Body json.RawMessage `json:"body,omitempty"`
 	// Query is the request's raw query string, for refusals only.
 	Query string `json:"query,omitempty"`
@@ -59,4 +63,18 @@ type AuditRecord struct {
 	ShadowVerdict json.RawMessage `json:"shadow_verdict,omitempty"`
 	ShadowReason  string          `json:"shadow_reason,omitempty"`
 	Agrees        *bool           `json:"agrees,omitempty"`
+
+	// Truncated names the fields timbus cut, each with its size in bytes
+	// before the cut. Text fields have bounds of their own (256 bytes
+	// encoded for identifiers and addresses, 2048 for reason, query and
+	// shadow_reason); answer, body and shadow_verdict are cut only when the
+	// record would not fit the NATS server's max_payload, and are then JSON
+	// strings holding their first bytes, or absent when nothing fits.
+	Truncated map[string]int `json:"truncated,omitempty"`
+}
+
+// Cut reports whether timbus cut field (its JSON name) in the record.
+func (r *AuditRecord) Cut(field string) bool {
+	_, ok := r.Truncated[field]
+	return ok
 }
