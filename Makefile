@@ -26,7 +26,7 @@ NATSCLI      := github.com/nats-io/natscli/nats@v0.5.0
 NODE_EXAMPLE := deciders/examples/node-groupfilter
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test unit fuzz-short fuzz bench bench-go soak lint clean help deps deps-apt deps-node deps-natscli
+.PHONY: all build run test test-hostile unit fuzz-short fuzz bench bench-go soak lint clean help deps deps-apt deps-node deps-natscli
 
 all: lint test build
 
@@ -40,6 +40,7 @@ help:
 	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~4 min; BENCH_FLAGS=--quick)"
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
+	@echo "make test-hostile  only the hostile-client suite"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
@@ -84,6 +85,10 @@ $(BIN)/nats:
 
 unit:
 	$(GO) test -race -count=1 -timeout 8m ./...
+
+# The hostile-client suite alone: every test named Hostile (also in make test).
+test-hostile:
+	$(GO) test -race -count=1 -run 'Hostile' ./bridge/ ./cmd/timbus/
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do \

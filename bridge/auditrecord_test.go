@@ -70,11 +70,11 @@ func parseRecord(t testing.TB, data []byte) map[string]json.RawMessage {
 
 func keysOf(m map[string]json.RawMessage) []string { return slices.Sorted(maps.Keys(m)) }
 
-// TestBridge_LateReplyRecordIsJSON: whatever a decider replies after the
+// TestHostile_LateReplies: whatever a decider replies after the
 // deadline, the late record is one valid JSON object with only timbus's
 // fields and the callback's request id; the reply is in answer as the JSON
 // value it is, or else as a JSON string.
-func TestBridge_LateReplyRecordIsJSON(t *testing.T) {
+func TestHostile_LateReplies(t *testing.T) {
 	huge := `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"` + strings.Repeat("x", 1<<20-128) + `"}`
 	for _, tt := range []struct {
 		name  string
@@ -154,12 +154,12 @@ func TestBridge_LateReplyRecordIsJSON(t *testing.T) {
 	}
 }
 
-// TestBridge_AuditRecordTooBigIsCut: a record that would not fit NATS's
+// TestHostile_AuditRecordTooBig: a record that would not fit NATS's
 // max_payload (a body near the limit, a client address of control
 // characters that escape to six bytes each) is cut and sent, not dropped:
 // it arrives as valid JSON, says what was cut and how big it was, and no
 // record fails.
-func TestBridge_AuditRecordTooBigIsCut(t *testing.T) {
+func TestHostile_AuditRecordTooBig(t *testing.T) {
 	clientIP := strings.Repeat("\x01", 2400)
 	for _, tt := range []struct {
 		name       string

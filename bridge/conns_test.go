@@ -70,9 +70,9 @@ func TestConfig_ConnLimitsNotNegative(t *testing.T) {
 	}
 }
 
-// TestBridge_MaxConns: past MaxConns, a new connection gets 503 at once,
+// TestHostile_ConnectionFlood: past MaxConns, a new connection gets 503 at once,
 // counted, and is closed; once connections close, callbacks get through.
-func TestBridge_MaxConns(t *testing.T) {
+func TestHostile_ConnectionFlood(t *testing.T) {
 	const maxConns, extra = 3, 2
 	tb := startBridge(t, func(c *Config) { c.MaxConns = maxConns; c.MetricsListen = "127.0.0.1:0" })
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
@@ -95,9 +95,9 @@ func TestBridge_MaxConns(t *testing.T) {
 	}
 }
 
-// TestBridge_MaxConnsPerIP: past MaxConnsPerIP from one address, 429; other
+// TestHostile_ConnectionFloodPerIP: past MaxConnsPerIP from one address, 429; other
 // addresses still get in.
-func TestBridge_MaxConnsPerIP(t *testing.T) {
+func TestHostile_ConnectionFloodPerIP(t *testing.T) {
 	const perIP = 2
 	tb := startBridge(t, func(c *Config) { c.MaxConnsPerIP = perIP; c.MetricsListen = "127.0.0.1:0" })
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))

@@ -38,7 +38,7 @@ func marksIn(c *capture) map[string]bool {
 	return marks
 }
 
-// TestFault_AfterCallbackAnsweredOnlyOnceOnNATS: an after callback's 200
+// TestHostile_AfterCallbacksNATSDown: an after callback's 200
 // promises that the event reached NATS. With the external NATS server
 // stopped, callbacks sent before the bridge shuts down (as on SIGTERM) must
 // each get a 503, so that Tencent retries, or be delivered once NATS is
@@ -46,7 +46,7 @@ func marksIn(c *capture) map[string]bool {
 // the bridge has seen the outage, and at once, while it may still think
 // itself connected. With NATS back, every 200 means the subscriber has the
 // event.
-func TestFault_AfterCallbackAnsweredOnlyOnceOnNATS(t *testing.T) {
+func TestHostile_AfterCallbacksNATSDown(t *testing.T) {
 	for _, tt := range []struct {
 		name        string
 		awaitOutage bool

@@ -23,11 +23,11 @@ func nested(depth int) []byte {
 		strings.Repeat("[", depth-1) + strings.Repeat("]", depth-1) + `}`)
 }
 
-// TestBridge_HostileBodies: a body that decoders could read otherwise than
+// TestHostile_Bodies: a body that decoders could read otherwise than
 // timbus does, or that no decider should have to parse, is refused with 400
 // before any decider sees it; the next callback still gets its decider's
 // verdict.
-func TestBridge_HostileBodies(t *testing.T) {
+func TestHostile_Bodies(t *testing.T) {
 	tb := startBridge(t, nil)
 	var asked atomic.Int64
 	d, err := deciders.New(tb.nc, deciders.Config{Name: "names", Version: "1.0.0"})
@@ -125,11 +125,11 @@ func TestBridge_HostileBodies(t *testing.T) {
 	}
 }
 
-// TestBridge_HostileReplies: a decider's reply that Tencent's decoder could
+// TestHostile_Replies: a decider's reply that Tencent's decoder could
 // read otherwise than timbus does is invalid: Tencent gets the default
 // verdict, and the audit record says invalid_reply and why. The next
 // callback still gets its decider's verdict.
-func TestBridge_HostileReplies(t *testing.T) {
+func TestHostile_Replies(t *testing.T) {
 	tb := startBridge(t, nil)
 	records := subscribe(t, tb.nc, "timbus.audit."+testApp+".>")
 	tests := []struct {

@@ -72,10 +72,10 @@ func postRequest(target, body string) string {
 	return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: timbus\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body)
 }
 
-// TestBridge_RefusalClosesConnection: every refused request closes its
+// TestHostile_RefusalClosesConnection: every refused request closes its
 // keep-alive connection, so that a client sending only refused requests
 // holds no idle connection; a served callback keeps its connection.
-func TestBridge_RefusalClosesConnection(t *testing.T) {
+func TestHostile_RefusalClosesConnection(t *testing.T) {
 	tb := startBridge(t, func(c *Config) { c.MaxBodySize = 1024 })
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
 	addr := tb.Addr()

@@ -143,13 +143,13 @@ func (c *child) metric(series string) float64 {
 	return v
 }
 
-// TestServeSurvivesDescriptorExhaustion runs timbus under an open-file limit
+// TestHostileDescriptorExhaustion runs timbus under an open-file limit
 // of 256 and opens 300 connections to it. With the default --max-conns the
 // excess is refused and descriptors never run out; with a cap above the
 // limit they do run out, and the listener must wait instead of dying. Either
 // way, once the connections are closed, a callback gets its decider's
 // verdict and /readyz says ready.
-func TestServeSurvivesDescriptorExhaustion(t *testing.T) {
+func TestHostileDescriptorExhaustion(t *testing.T) {
 	const limit, flood = 256, 300
 	const verdict = `{"ActionStatus":"OK","ErrorCode":120005,"ErrorInfo":"reserved"}`
 	for _, tc := range []struct {

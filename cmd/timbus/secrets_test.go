@@ -21,12 +21,12 @@ import (
 	"github.com/timbus-dev/timbus/bridge/natstest"
 )
 
-// TestSecretsNeverPrinted runs timbus with every secret it can be given — a
+// TestHostileSecretsNeverPrinted runs timbus with every secret it can be given — a
 // NATS password in --nats-url, a Tencent token — at debug level, drives
 // signed, badly signed and malformed requests through it, and then looks
 // for each secret in everything the run printed: the log, the answers'
 // refusal texts, /metrics, the audit records and `timbus check`.
-func TestSecretsNeverPrinted(t *testing.T) {
+func TestHostileSecretsNeverPrinted(t *testing.T) {
 	clearEnv(t)
 	const (
 		natsUser     = "timbus"
@@ -152,9 +152,9 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 }
 
-// TestSecretsNotInConnectErrors: a NATS password refused by the server, or a
+// TestHostileSecretsNotInConnectErrors: a NATS password refused by the server, or a
 // URL that does not parse, must not come back in timbus's own errors.
-func TestSecretsNotInConnectErrors(t *testing.T) {
+func TestHostileSecretsNotInConnectErrors(t *testing.T) {
 	clearEnv(t)
 	const secret = "s3cret-in-a-url"
 	opts := natstest.Options()
