@@ -188,6 +188,10 @@ func TestConformFailures(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { _ = svc.Stop() })
+				// The server must have the subscription before conform asks.
+				if err := nc.Flush(); err != nil {
+					t.Fatal(err)
+				}
 			},
 			want: "decider reported an error: 503 database unavailable",
 		},
