@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/timbus-dev/timbus/internal/needs"
 )
 
 // TestQuickEndToEnd builds timbus, nats-server and timbus-bench and runs the
@@ -23,9 +25,7 @@ import (
 // result JSON holds every number the README needs; it does not judge the
 // numbers, which a short run on a busy machine cannot settle.
 func TestQuickEndToEnd(t *testing.T) {
-	if _, err := exec.LookPath("wrk"); err != nil {
-		t.Fatal("wrk is not installed, and the end-to-end benchmark needs it: apt-get install -y wrk (make deps installs it)")
-	}
+	needs.Tools(t, "wrk — run `make deps` (Debian/Ubuntu) or install it", needs.Commands("wrk"))
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build timbus and nats-server: %v", err)

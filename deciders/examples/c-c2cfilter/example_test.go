@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/needs"
 )
 
 const (
@@ -33,11 +35,6 @@ const (
 	bridgeDefault = `{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}`
 )
 
-const depsHelp = "the C compiler or the libnats/libcjson headers are probably missing; " +
-	"install them as root with `make deps` in deciders/examples/c-c2cfilter " +
-	"(make -C deciders/examples/c-c2cfilter deps, which runs " +
-	"apt-get install -y gcc make pkg-config libnats-dev libcjson-dev)"
-
 var (
 	buildOnce sync.Once
 	buildPath string
@@ -45,17 +42,21 @@ var (
 )
 
 // binary builds c2cfilter with `make -C .` once per test run and returns its
-// absolute path. A missing toolchain fails the test: it is not skipped.
+// absolute path. Without the toolchain the test is skipped (needs.Tools);
+// with it, a build that fails fails the test.
 func binary(t *testing.T) string {
 	t.Helper()
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	needs.Tools(t, "a C compiler, make, pkg-config, libnats-dev and libcjson-dev — "+
+		"run `make deps` (Debian/Ubuntu) or install them",
+		needs.Commands(cc, "make"), needs.PkgConfig("libnats", "libcjson"))
 	buildOnce.Do(func() {
-		if _, err := exec.LookPath("make"); err != nil {
-			buildErr = errors.New("make not found: " + depsHelp)
-			return
-		}
 		out, err := exec.Command("make", "-C", ".").CombinedOutput()
 		if err != nil {
-			buildErr = errors.New("make -C . failed: " + err.Error() + "\n" + string(out) + "\n" + depsHelp)
+			buildErr = errors.New("make -C . failed: " + err.Error() + "\n" + string(out))
 			return
 		}
 		buildPath, buildErr = filepath.Abs("c2cfilter")

@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,6 +21,7 @@ import (
 	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/needs"
 )
 
 const (
@@ -41,17 +40,14 @@ const (
 	testTimeout = 5 * time.Second
 )
 
-// requireNode fails, rather than skips, when the decider cannot run: a
-// skipped example test would hide a broken example.
+// requireNode skips the test (needs.Tools) unless Node.js 20 or later and
+// the example's node_modules are there.
 func requireNode(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Fatal("node not found in PATH: this test runs the example with Node.js 20 or later")
-	}
-	if _, err := os.Stat(filepath.Join("node_modules", "@nats-io", "transport-node", "package.json")); err != nil {
-		t.Fatal("node_modules missing in deciders/examples/node-groupfilter: run `make deps` " +
-			"(or `npm ci --prefix deciders/examples/node-groupfilter`) first")
-	}
+	needs.Tools(t, "Node.js 20 or later, npm, and `npm ci` in deciders/examples/node-groupfilter — "+
+		"install node and npm, then run `make deps`",
+		needs.Runs("node (20 or later)", "node", "-e", "process.exit(Number(process.versions.node.split('.')[0]) >= 20 ? 0 : 1)"),
+		needs.File("node_modules (npm ci)", filepath.Join("node_modules", "@nats-io", "transport-node", "package.json")))
 }
 
 // lines collects what a logger writes while the test reads it.

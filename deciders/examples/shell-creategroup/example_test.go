@@ -20,6 +20,7 @@ import (
 
 	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
+	"github.com/timbus-dev/timbus/internal/needs"
 )
 
 const command = "Group.CallbackBeforeCreateGroup"
@@ -259,23 +260,18 @@ func post(t *testing.T, env *exampletest.Env, logs *lineBuffer, body []byte, wan
 }
 
 // requireTools returns the repository's bin directory, after checking that
-// the tools the example needs are installed. It fails rather than skips: a
-// test that silently does nothing would hide a broken example.
+// the tools the example needs are installed; without them the test is
+// skipped (needs.Tools).
 func requireTools(t *testing.T) string {
 	t.Helper()
 	bin, err := filepath.Abs(filepath.Join("..", "..", "..", "bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(filepath.Join(bin, "nats")); err != nil || fi.Mode()&0o111 == 0 {
-		if _, err := exec.LookPath("nats"); err != nil {
-			t.Fatalf("the nats CLI is neither at %s nor on PATH: run `make deps`, or\n"+
-				"  GOBIN=%s go install github.com/nats-io/natscli/nats@v0.5.0", filepath.Join(bin, "nats"), bin)
-		}
-	}
-	if _, err := exec.LookPath("jq"); err != nil {
-		t.Fatalf("jq is not on PATH: install it, e.g. apt-get install -y jq")
-	}
+	needs.Tools(t, "the nats CLI (bin/nats from `make deps`, or nats on PATH) and jq — "+
+		"run `make deps` (Debian/Ubuntu) or install them",
+		needs.AnyOf("nats CLI", needs.Executable("bin/nats", filepath.Join(bin, "nats")), needs.Commands("nats")),
+		needs.Commands("jq", "sh", "dirname"))
 	return bin
 }
 
