@@ -5,6 +5,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // natsCluster is a running cluster; node i is servers[i].
@@ -84,8 +86,36 @@ func startCluster(t *testing.T, n int, jetStream bool) *natsCluster {
 			}
 			return nil
 		})
+		c.waitJetStream(t, 20*time.Second)
 	}
 	return c
+}
+
+// waitJetStream waits until JetStream's API answers clients of every running
+// server: a meta leader elected is not yet a meta leader that every server
+// knows of and routes requests to.
+func (c *natsCluster) waitJetStream(t *testing.T, total time.Duration) {
+	t.Helper()
+	for _, s := range c.servers {
+		if !s.Running() {
+			continue
+		}
+		retryJS(t, total, "JetStream API on "+s.Name(), func() error {
+			nc, err := nats.Connect(s.ClientURL())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), jsAttempt)
+			defer cancel()
+			_, err = js.AccountInfo(ctx)
+			return err
+		})
+	}
 }
 
 // waitMesh waits until every running server is routed to every other one
@@ -290,6 +320,12 @@ func replyBytes(body string) func(*nats.Msg) []byte {
 // three replicas. They start at the same time, both decide, and the stream
 // holds every callback's record exactly once: steadily, and when the node
 // holding the stream's leader (C) dies mid-run.
+//
+// The subtests share the cluster, nothing else: each (and each round of
+// "start together") has a stream and a subject prefix of its own, so that
+// what one leaves behind (records, a stream a failure kept from being
+// deleted, deciders) cannot reach the next, and each checks the records of
+// its own bridges by their request ids.
 func TestFault_TwoBridgesAuditOnce(t *testing.T) {
 	cl := startCluster(t, 3, true)
 	admin := natstest.Connect(t, cl.node("A"))
@@ -297,16 +333,21 @@ func TestFault_TwoBridgesAuditOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := StreamConfig{Name: "AUDIT", MaxAge: time.Hour, Replicas: 3}
-	deleteStream := func(t *testing.T) {
+	// dropStream deletes a stream, to keep the cluster light. It is
+	// housekeeping, not part of the test: a stream left behind holds
+	// subjects that no other subtest uses.
+	dropStream := func(t *testing.T, name string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := js.DeleteStream(ctx, stream.Name); err != nil {
-			t.Fatalf("delete stream: %v", err)
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Logf("delete stream %s: %v", name, err)
 		}
 	}
-	for _, node := range []string{"A", "B"} {
-		queueDecider(t, deciderConn(t, cl.node(node).ClientURL()), decideOA, "deciders", replyBytes(oaCreateDeny))
+	// ownStream is a stream and a subject prefix for t alone, dropped when
+	// t ends.
+	ownStream := func(t *testing.T, name string) (StreamConfig, string) {
+		t.Cleanup(func() { dropStream(t, name) })
+		return StreamConfig{Name: name, MaxAge: time.Hour, Replicas: 3}, strings.ToLower(name)
 	}
 
 	// Two replicas of a deployment start at once, and both make sure the
@@ -320,6 +361,9 @@ func TestFault_TwoBridgesAuditOnce(t *testing.T) {
 	// round costs ~0.2s when nothing goes wrong.
 	t.Run("start together", func(t *testing.T) {
 		for round := range 4 {
+			// A stream that does not exist yet, whatever the rounds before
+			// left behind.
+			stream, prefix := ownStream(t, fmt.Sprintf("AUDIT_START_%d", round))
 			var (
 				started [2]*Bridge
 				errs    [2]error
@@ -327,7 +371,10 @@ func TestFault_TwoBridgesAuditOnce(t *testing.T) {
 				wg      sync.WaitGroup
 			)
 			for i, node := range []string{"A", "B"} {
-				cfg, _ := faultConfig(cl.node(node).ClientURL(), func(c *Config) { c.AuditStream = stream })
+				cfg, _ := faultConfig(cl.node(node).ClientURL(), func(c *Config) {
+					c.AuditStream = stream
+					c.SubjectPrefix = prefix
+				})
 				b, err := New(cfg)
 				if err != nil {
 					t.Fatal(err)
@@ -359,20 +406,22 @@ func TestFault_TwoBridgesAuditOnce(t *testing.T) {
 				}
 				cancel()
 			}
-			deleteStream(t)
 			if failed {
 				return
 			}
+			dropStream(t, stream.Name)
 		}
 	})
 
 	t.Run("steady", func(t *testing.T) {
-		auditOnce(t, cl, stream, nil)
-		deleteStream(t)
+		stream, prefix := ownStream(t, "AUDIT_STEADY")
+		auditOnce(t, cl, stream, prefix, nil)
 	})
 
+	// The last subtest: C stays down.
 	t.Run("stream leader dies", func(t *testing.T) {
-		auditOnce(t, cl, stream, func(n, perBridge int) {
+		stream, prefix := ownStream(t, "AUDIT_LEADER_DIES")
+		auditOnce(t, cl, stream, prefix, func(n, perBridge int) {
 			if n == 0 {
 				moveStreamLeader(t, admin, stream.Name, "C")
 			}
@@ -383,16 +432,23 @@ func TestFault_TwoBridgesAuditOnce(t *testing.T) {
 	})
 }
 
-// auditOnce starts a bridge on A and one on B with the audit stream,
-// sends perBridge callbacks through each, calling fault(n, perBridge) before
-// callback n (and with n 0 before the first), and checks that the stream
-// holds every callback's record exactly once.
-func auditOnce(t *testing.T, cl *natsCluster, stream StreamConfig, fault func(n, perBridge int)) {
+// auditOnce starts a bridge on A and one on B with the audit stream and
+// subject prefix, and deciders for that prefix on A and B in one queue
+// group; sends perBridge callbacks through each, calling fault(n, perBridge)
+// before callback n (and with n 0 before the first); and checks that the
+// stream holds every callback's record exactly once, and no record of
+// another bridge.
+func auditOnce(t *testing.T, cl *natsCluster, stream StreamConfig, prefix string, fault func(n, perBridge int)) {
+	decide := protocol.Subject(prefix, protocol.KindDecide, testApp, oaCreate)
+	for _, node := range []string{"A", "B"} {
+		queueDecider(t, deciderConn(t, cl.node(node).ClientURL()), decide, "deciders", replyBytes(oaCreateDeny))
+	}
 	var bridges [2]*testBridge
 	for i, node := range []string{"A", "B"} {
 		bridges[i] = runBridge(t, cl.node(node).ClientURL(), func(c *Config) {
 			c.Timeout = time.Second
 			c.AuditStream = stream
+			c.SubjectPrefix = prefix
 		})
 	}
 	c := newCaller(true)
@@ -415,16 +471,15 @@ func auditOnce(t *testing.T, cl *natsCluster, stream StreamConfig, fault func(n,
 		i := n % 2
 		tallies[i].add(c.post(bridges[i].callbackURL(oaCreate), sample(t, oaCreate)))
 	})
-	handled := 0 // callbacks each bridge answered, warm-up included
+	var handled [2]int // callbacks each bridge answered, warm-up included
 	for i, ta := range tallies {
 		t.Logf("bridge %d: %v", i, ta)
 		ta.check(t)
 		if decided, _ := ta.counts(); decided < perBridge*9/10 {
 			t.Errorf("bridge %d: only %d of %d decided", i, decided, perBridge)
 		}
-		outcomes := outcomeCounts(t, bridges[i], oaCreate)
-		for _, n := range outcomes {
-			handled += n
+		for _, n := range outcomeCounts(t, bridges[i], oaCreate) {
+			handled[i] += n
 		}
 	}
 
@@ -455,61 +510,66 @@ func auditOnce(t *testing.T, cl *natsCluster, stream StreamConfig, fault func(n,
 		cancel()
 	}
 
-	perID, late := readAudit(t, cl.node("A"), stream.Name)
+	perID, late := readAudit(t, cl.node("A"), stream.Name, handled[0]+handled[1])
 	var dup []string
 	for id, n := range perID {
 		if n != 1 {
 			dup = append(dup, fmt.Sprintf("%s×%d", id, n))
 		}
 	}
+	// Request ids start with a prefix of the bridge's own.
 	byBridge := map[string]int{}
 	for id := range perID {
-		byBridge[id[:strings.IndexByte(id, '-')]]++
+		byBridge[id[:strings.IndexByte(id, '-')+1]]++
 	}
-	t.Logf("stream: records of %d callbacks, %d late records; per bridge %v; %d callbacks handled", len(perID), late, byBridge, handled)
+	t.Logf("stream: records of %d callbacks, %d late records; per bridge id prefix %v; callbacks handled %v", len(perID), late, byBridge, handled)
 	if len(dup) > 0 {
 		t.Errorf("records not exactly once: %v", dup)
 	}
-	if len(perID) != handled {
-		t.Errorf("records of %d callbacks in the stream, %d callbacks handled", len(perID), handled)
+	for i, tb := range bridges {
+		if got := byBridge[tb.ids.prefix]; got != handled[i] {
+			t.Errorf("bridge %d (ids %s…): records of %d callbacks in the stream, %d callbacks handled", i, tb.ids.prefix, got, handled[i])
+		}
+		delete(byBridge, tb.ids.prefix)
 	}
-	if len(byBridge) != 2 {
-		t.Errorf("records from %d bridges, want 2: %v", len(byBridge), byBridge)
+	if len(byBridge) > 0 {
+		t.Errorf("records from bridges other than this test's two: %v", byBridge)
 	}
 }
 
-// readAudit reads every record of the audit stream through s and counts
-// the callbacks' records per request id; late records are counted apart,
-// refusals not at all.
-func readAudit(t *testing.T, s *server.Server, name string) (perID map[string]int, late int) {
+// readAudit reads every record of the audit stream through s, once it
+// holds the records of at least want callbacks, and counts the callbacks'
+// records per request id; late records are counted apart, refusals not at
+// all. It waits for the stream to answer (see retryJS): a stream whose leader
+// has just moved, or a consumer whose interest has not reached s yet, answers
+// "no responders" for a while.
+func readAudit(t *testing.T, s *server.Server, name string, want int) (perID map[string]int, late int) {
 	t.Helper()
-	js, err := jetstream.New(natstest.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	stream, err := js.Stream(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if replicas := stream.CachedInfo().Config.Replicas; replicas != 3 {
+	if replicas := streamInfo(t, s.ClientURL(), name).Config.Replicas; replicas != 3 {
 		t.Errorf("stream has %d replicas, want 3", replicas)
 	}
-	recs, err := streamRecords(t, s.ClientURL(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	perID = map[string]int{}
-	for _, r := range recs {
-		switch r.Outcome {
-		case string(OutcomeLate):
-			late++
-		case string(OutcomeRejected):
-		default:
-			perID[r.RequestID]++
+	count := func(recs []protocol.AuditRecord) {
+		perID, late = map[string]int{}, 0
+		for _, r := range recs {
+			switch r.Outcome {
+			case string(OutcomeLate):
+				late++
+			case string(OutcomeRejected):
+			default:
+				perID[r.RequestID]++
+			}
 		}
 	}
+	retryJS(t, 30*time.Second, "read stream "+name, func() error {
+		recs, err := streamRecords(t, s.ClientURL(), name)
+		if err != nil {
+			return err
+		}
+		if count(recs); len(perID) < want {
+			return fmt.Errorf("records of %d of %d callbacks stored", len(perID), want)
+		}
+		return nil
+	})
 	return perID, late
 }
 

@@ -298,7 +298,10 @@ func TestFault_MisbehavingDeciders(t *testing.T) {
 			crashes = nil
 			ns := runNATSOn(t, freePort(t))
 			tb := runBridge(t, ns.ClientURL(), func(c *Config) { c.Timeout = timeout })
-			stopDeciders := s.deciders(t, ns.ClientURL())
+			// Stopped before the goroutine count below, and in any case
+			// before the next subtest: a crash loop must not outlive its own.
+			stopDeciders := sync.OnceFunc(s.deciders(t, ns.ClientURL()))
+			t.Cleanup(stopDeciders)
 			c := newCaller(true)
 			url, body := tb.callbackURL(oaCreate), sample(t, oaCreate)
 			// With a hanging and a crashing member in the good decider's

@@ -42,21 +42,73 @@ func startEmbedded(t *testing.T, dir string, mutate func(*Config)) *Bridge {
 	return b
 }
 
+// streamMsgs returns how many messages the stream holds, asking through url
+// until JetStream answers (see retryJS).
 func streamMsgs(t *testing.T, url, stream string) uint64 {
 	t.Helper()
-	nc := natsConnect(t, url)
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
+	return streamInfo(t, url, stream).State.Msgs
+}
+
+// streamInfo returns the stream's info, asking through url until JetStream
+// answers (see retryJS).
+func streamInfo(t *testing.T, url, stream string) *jetstream.StreamInfo {
+	t.Helper()
+	var info *jetstream.StreamInfo
+	retryJS(t, 20*time.Second, "stream "+stream, func() error {
+		nc, err := nats.Connect(url)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), jsAttempt)
+		defer cancel()
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		info, err = s.Info(ctx)
+		return err
+	})
+	return info
+}
+
+// jsAttempt bounds one attempt to read a stream: a request a JetStream
+// cluster drops (a stream leader being elected) is asked again rather than
+// waited for.
+const jsAttempt = 5 * time.Second
+
+// retryJS runs attempt until it returns nil, every 100ms, and fails the test
+// with the last error if that takes longer than total. It is for reading
+// streams: JetStream answers a read with an error for a while after it
+// starts, after a stream is created and after a stream's leader moves
+// (nats: no responders, a 503, a request that is never answered, a
+// consumer whose interest has not reached the server asked yet), and a test
+// that reads a stream must wait for it to answer, not assume it does. Each
+// new error is logged, so that a slow wait shows what it waited for.
+func retryJS(t *testing.T, total time.Duration, what string, attempt func() error) {
+	t.Helper()
+	start := time.Now()
+	var last string
+	logged := 0
+	for {
+		err := attempt()
+		if err == nil {
+			return
+		}
+		if err.Error() != last && logged < 10 {
+			last = err.Error()
+			logged++
+			t.Logf("%s: not yet after %v: %v", what, time.Since(start).Round(time.Millisecond), err)
+		}
+		if time.Since(start) > total {
+			t.Fatalf("%s: still failing after %v: %v", what, total, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 // TestBridge_AuditStreamSurvivesRestart: every callback's record is in the
@@ -197,15 +249,22 @@ func TestSubjectCovers(t *testing.T) {
 	}
 }
 
-// streamRecords reads every audit record of a stream, in stream order. A
-// stream that is missing or does not answer is an error, not a failure, for
-// tests that wait for one.
+// streamRecords reads every audit record of a stream, in stream order, in
+// one attempt of at most jsAttempt per request. A stream that is missing or
+// does not answer (yet) is an error, not a failure: tests wait for the
+// records with readStream.
 func streamRecords(t *testing.T, url, stream string) ([]protocol.AuditRecord, error) {
 	t.Helper()
-	nc := natsConnect(t, url)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, err
+	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), jsAttempt)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -213,17 +272,19 @@ func streamRecords(t *testing.T, url, stream string) ([]protocol.AuditRecord, er
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stream %s info: %w", stream, err)
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stream %s consumer: %w", stream, err)
 	}
 	var recs []protocol.AuditRecord
 	for uint64(len(recs)) < info.State.Msgs {
-		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(2*time.Second))
+		// Each Fetch of an ordered consumer creates a consumer: ask for all
+		// that is left at once.
+		batch, err := cons.Fetch(int(min(info.State.Msgs-uint64(len(recs)), 1000)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stream %s fetch: %w", stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -234,14 +295,33 @@ func streamRecords(t *testing.T, url, stream string) ([]protocol.AuditRecord, er
 			}
 			recs = append(recs, r)
 		}
-		if batch.Error() != nil {
-			return nil, batch.Error()
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("stream %s fetch after %d of %d records: %w", stream, len(recs), info.State.Msgs, err)
 		}
 		if n == 0 {
-			return nil, fmt.Errorf("read %d of %d records, then nothing more", len(recs), info.State.Msgs)
+			return nil, fmt.Errorf("stream %s: read %d of %d records, then nothing more", stream, len(recs), info.State.Msgs)
 		}
 	}
 	return recs, nil
+}
+
+// readStream reads the audit records of a stream through url once it holds
+// at least want of them, retrying while it does not answer (see retryJS) or
+// holds fewer, and fails the test if that takes longer than total. Whether
+// the records are the right ones is the caller's to check.
+func readStream(t *testing.T, url, stream string, want int, total time.Duration) []protocol.AuditRecord {
+	t.Helper()
+	var recs []protocol.AuditRecord
+	retryJS(t, total, "read stream "+stream, func() (err error) {
+		if recs, err = streamRecords(t, url, stream); err != nil {
+			return err
+		}
+		if len(recs) < want {
+			return fmt.Errorf("%d of %d records stored", len(recs), want)
+		}
+		return nil
+	})
+	return recs
 }
 
 // runJetStreamOn runs a NATS server with JetStream on port, storing in dir.
@@ -282,16 +362,7 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 		for _, n := range want {
 			total += n
 		}
-		var recs []protocol.AuditRecord
-		waitFor(t, 15*time.Second, func() (err error) {
-			if recs, err = streamRecords(t, ns.ClientURL(), "AUDIT"); err != nil {
-				return fmt.Errorf("%v: %w", err, errNotYet)
-			}
-			if len(recs) < total {
-				return fmt.Errorf("%d of %d records stored: %w", len(recs), total, errNotYet)
-			}
-			return nil
-		})
+		recs := readStream(t, ns.ClientURL(), "AUDIT", total, 15*time.Second)
 		got, ids := map[string]int{}, map[string]bool{}
 		for _, r := range recs {
 			got[r.Outcome]++
@@ -401,13 +472,7 @@ func TestFault_StreamsDeleted(t *testing.T) {
 	if refused == 0 {
 		t.Error("an after callback was accepted with no events stream to keep it")
 	}
-	var recs []protocol.AuditRecord
-	waitFor(t, 15*time.Second, func() (err error) {
-		if recs, err = streamRecords(t, ns.ClientURL(), "AUDIT"); err != nil || len(recs) < n+refused+1 {
-			return fmt.Errorf("%d of %d records stored (%v): %w", len(recs), n+refused+1, err, errNotYet)
-		}
-		return nil
-	})
+	recs := readStream(t, ns.ClientURL(), "AUDIT", n+refused+1, 15*time.Second)
 	t.Logf("streams back and %d records stored %v after they were deleted; %d after callbacks refused meanwhile",
 		len(recs), time.Since(deleted).Round(time.Millisecond), refused)
 	ids := map[string]bool{}

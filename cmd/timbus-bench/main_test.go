@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -21,29 +23,52 @@ import (
 // TestQuickEndToEnd builds timbus, nats-server and timbus-bench and runs the
 // benchmark's quick mode through every setup: wrk → raw-http, timbus with
 // embedded and external NATS, the naive bridge, raw NATS, and the open-loop
-// half load. It checks that every run completed without errors and that the
-// result JSON holds every number the README needs; it does not judge the
+// half load. It checks that every run completed without errors (other than
+// those a stalling machine causes, see stalled) and that the result JSON
+// holds every number the README needs, each plausible; it does not judge the
 // numbers, which a short run on a busy machine cannot settle.
+//
+// make test runs it beside the other packages' tests, on a machine that is
+// anything but quiet: nothing here may assume that the benchmark has the
+// machine to itself (see checkCPU and stalled).
 func TestQuickEndToEnd(t *testing.T) {
 	needs.Tools(t, "wrk — run `make deps` (Debian/Ubuntu) or install it", needs.Commands("wrk"))
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build timbus and nats-server: %v", err)
 	}
+	// The time the test has (make test gives each package 8m) goes to the
+	// benchmark's own --max-time, and what is left before it to the build:
+	// from a cold cache, on 2 CPUs busy with other packages' tests, building
+	// timbus and nats-server takes minutes, not a fixed share of them.
+	const benchMax = 150 * time.Second // --quick plans ~30s
+	deadline, ok := t.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Minute)
+	}
+	buildBy := deadline.Add(-benchMax - 45*time.Second)
 	bin := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, goTool, "build", "-o", bin+string(filepath.Separator),
+	buildCtx, cancelBuild := context.WithDeadline(context.Background(), buildBy)
+	defer cancelBuild()
+	build := exec.CommandContext(buildCtx, goTool, "build", "-o", bin+string(filepath.Separator),
 		"./cmd/timbus", "./cmd/timbus-bench", "github.com/nats-io/nats-server/v2")
 	build.Dir = moduleRoot(t)
+	buildStart := time.Now()
 	if out, err := build.CombinedOutput(); err != nil {
+		if buildCtx.Err() != nil {
+			t.Fatalf("go build did not finish in the %v the test's deadline leaves it (%v for the benchmark after it): %v\n%s",
+				time.Since(buildStart).Round(time.Second), benchMax, err, out)
+		}
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	t.Logf("go build took %v", time.Since(buildStart).Round(time.Second))
 
 	out := filepath.Join(t.TempDir(), "result.json")
+	ctx, cancel := context.WithTimeout(context.Background(), benchMax+15*time.Second)
+	defer cancel()
 	run := exec.CommandContext(ctx, filepath.Join(bin, "timbus-bench"), "--quick",
 		"--timbus", filepath.Join(bin, "timbus"), "--nats-server", filepath.Join(bin, "nats-server"),
-		"--json", out, "--max-time", "90s")
+		"--json", out, "--max-time", benchMax.String())
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	run.Cancel = func() error { return syscall.Kill(-run.Process.Pid, syscall.SIGKILL) }
 	run.WaitDelay = 5 * time.Second
@@ -53,7 +78,14 @@ func TestQuickEndToEnd(t *testing.T) {
 	err = run.Run()
 	t.Logf("timbus-bench --quick took %s:\n%s", time.Since(start).Round(time.Second), stdout.String())
 	if err != nil {
-		t.Fatalf("timbus-bench --quick: %v\n%s", err, stderr.String())
+		// A run with errors makes timbus-bench exit 1 after it wrote its
+		// results; they are judged run by run below, as a busy machine may
+		// cause some. Any other failure is the test's.
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != exitFailure || !strings.Contains(stderr.String(), " had errors, their numbers are not to be trusted") {
+			t.Fatalf("timbus-bench --quick: %v\n%s", err, stderr.String())
+		}
+		t.Logf("timbus-bench --quick: %v\n%s", err, stderr.String())
 	}
 
 	raw, err := os.ReadFile(out)
@@ -71,13 +103,16 @@ func TestQuickEndToEnd(t *testing.T) {
 	var got []string
 	for _, s := range res.Setups {
 		got = append(got, s.Setup)
-		if s.RPS <= 0 || s.P50 <= 0 || s.P99 < s.P50 || s.P999 < s.P99 {
+		// wrk prints p99 with three digits (e.g. 1.06s), p99.9 comes exact
+		// from its Lua script: p99.9 may be below p99 by that rounding.
+		if !positive(s.RPS) || !positive(s.P50) || !positive(s.P99) || !positive(s.P999) ||
+			s.P99 < s.P50 || s.P999 < s.P99*0.995 {
 			t.Errorf("%s: implausible numbers %+v", s.Setup, s)
 		}
-		if s.Setup != setupRawHTTP && s.VsRaw <= 0 {
+		if s.Setup != setupRawHTTP && !positive(s.VsRaw) {
 			t.Errorf("%s: no ratio to raw-http", s.Setup)
 		}
-		checkCPU(t, s)
+		checkCPU(t, s.Setup+" (medians)", s.Setup, s.CPU, 0, 0)
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("setups %v, want %v", got, want)
@@ -85,9 +120,20 @@ func TestQuickEndToEnd(t *testing.T) {
 	if n := len(res.Runs); n != 1+2*len(compared) {
 		t.Errorf("%d runs, want %d", n, 1+2*len(compared))
 	}
-	for _, r := range res.Runs {
+	for i, r := range res.Runs {
+		what := fmt.Sprintf("run %d (%s)", i+1, r.Setup)
+		if !positive(r.RPS) || r.Requests <= 0 || !positive(r.Seconds) {
+			t.Errorf("%s: implausible numbers %+v", what, r.loadResult)
+		}
 		if r.Problem != "" || r.Errors > 0 {
-			t.Errorf("%s run: %s (%d errors)", r.Setup, r.Problem, r.Errors)
+			if why := stalled(r); why != "" {
+				t.Logf("%s: %s (%d errors); not a failure: %s", what, r.Problem, r.Errors, why)
+			} else {
+				t.Errorf("%s: %s (%d errors)", what, r.Problem, r.Errors)
+			}
+		}
+		if r.Setup != setupRawNATS {
+			checkCPU(t, what, r.Setup, r.CPU, r.RPS, r.Requests)
 		}
 	}
 	ratios := map[string]bool{}
@@ -112,9 +158,18 @@ func TestQuickEndToEnd(t *testing.T) {
 	}
 }
 
-// checkCPU checks a setup's CPU accounting: each of its processes is there,
-// and the sum agrees with the throughput (the machine's CPUs over req/s).
-func checkCPU(t *testing.T, s setupSummary) {
+// checkCPU checks what CPU accounting can show on any machine, quiet or
+// busy: each of the setup's processes was measured, every share is a finite
+// number, none negative, and, for a run (rps and requests given), each
+// process did some work and together they used no more CPU than the machine
+// has.
+//
+// It does not check that the shares add up to the machine's CPUs over the
+// throughput, idle time included: they do on a quiet machine only. In make
+// test, other packages' tests run beside the benchmark and take CPU that is
+// no share here, and the machine's idle time (from /proc/stat) may count
+// CPUs the benchmark's processes cannot run on.
+func checkCPU(t *testing.T, what, setup string, cpu map[string]float64, rps float64, requests int64) {
 	t.Helper()
 	roles := map[string][]string{
 		setupRawHTTP:       {"wrk", "raw-http"},
@@ -122,24 +177,108 @@ func checkCPU(t *testing.T, s setupSummary) {
 		setupExternal:      {"wrk", "timbus", "nats-server", "decider"},
 		setupNaive:         {"wrk", "naive", "nats-server", "decider"},
 		setupNaiveEmbedded: {"wrk", "naive", "decider"},
-	}[s.Setup]
+	}[setup]
 	if roles == nil {
 		return // raw-nats: no HTTP, no accounting
 	}
-	sum := 0.0
-	for _, col := range cpuColumns {
-		sum += s.CPU[col]
-	}
 	for _, role := range roles {
-		if s.CPU[role] <= 0 {
-			t.Errorf("%s: no CPU time for %s: %v", s.Setup, role, s.CPU)
+		if _, ok := cpu[role]; !ok {
+			t.Errorf("%s: no CPU time for %s: %v", what, role, cpu)
 		}
 	}
-	want := float64(runtime.NumCPU()) * 1e6 / s.RPS
-	if sum < want*0.65 || sum > want*1.35 {
-		t.Errorf("%s: CPU per request adds up to %.1f µs, but %d CPUs at %.0f req/s make %.1f µs", s.Setup, sum, runtime.NumCPU(), s.RPS, want)
+	processes := 0.0
+	for col, v := range cpu {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			t.Errorf("%s: CPU share %s is %v: %v", what, col, v, cpu)
+		}
+		if col != cpuIdle && col != cpuSoftirq {
+			processes += v
+		}
+	}
+	if rps <= 0 {
+		return // medians of several runs: their sum is of no one run
+	}
+	// /proc counts CPU time in 10ms ticks: a process that spends a µs or
+	// more per request shows some only over 20000 requests or so, which a
+	// starved machine may not answer in a 2s run.
+	if requests >= 20000 {
+		for _, role := range roles {
+			if cpu[role] == 0 {
+				t.Errorf("%s: no CPU time for %s over %d requests: %v", what, role, requests, cpu)
+			}
+		}
+	}
+	// µs per request × requests per second: the CPUs the processes kept
+	// busy. A little over the machine's count is measurement: the ticks,
+	// and wrk's own time includes its start and exit.
+	if busy, have := processes*rps/1e6, float64(runtime.NumCPU()); busy > have*1.35 {
+		t.Errorf("%s: the processes used %.1f µs of CPU per request, %.2f CPUs at %.0f req/s, on a machine with %.0f: %v",
+			what, processes, busy, rps, have, cpu)
 	}
 }
+
+// stalled tells why a run's problems are a busy machine's doing, or returns
+// "" if any is not. make test runs other packages' tests beside the
+// benchmark, and a machine that stalls for the decider timeout (1.5s) makes
+// the bench report answers at that timeout, default verdicts, time-outs and
+// open-loop requests never sent: each is allowed when the run shows such a
+// stall, and nothing else is. A run that answered nothing, or whose typical
+// answer took that long, has a problem of its own.
+func stalled(r runRecord) string {
+	limit := float64(deciderTimeout / time.Microsecond)
+	if r.Requests <= 0 || r.P50 >= limit/2 {
+		return ""
+	}
+	h := r.Half
+	if h != nil && (h.Requests <= 0 || h.P50 >= limit/2) {
+		return ""
+	}
+	closedStall := r.Max >= limit
+	halfStall := h != nil && (h.Errors > 0 || h.Unsent > 0 || h.Max >= limit)
+	for _, p := range strings.Split(r.Problem, "; ") {
+		switch {
+		case p == "":
+		case strings.HasPrefix(p, "slowest answer took "):
+		case strings.HasSuffix(p, " answers did not come from the decider") && (closedStall || halfStall):
+			// Default verdicts, at the decider timeout.
+		case h != nil && strings.HasPrefix(p, "half load: ") && strings.HasSuffix(p, " requests never sent: the load generator or the server fell behind"):
+		case h != nil && strings.HasPrefix(p, "half load: ") && h.Errors <= h.Requests/10 &&
+			(strings.HasSuffix(p, "e.g. timeout") || strings.Contains(p, "e.g. "+errBadAnswer.Error()+": HTTP 200 ")):
+			// A few answers later than the client's timeout (the decider
+			// timeout) or default verdicts, a few percent at most.
+		case wrkStallErrors(r, p, closedStall):
+		case r.Setup == setupRawNATS && strings.HasSuffix(p, "e.g. nats: timeout") && r.Errors <= r.Requests/10:
+			// Replies later than nats-load's timeout (the decider timeout).
+		default:
+			return ""
+		}
+	}
+	why := fmt.Sprintf("slowest answer %s, median %s", ms(r.Max), ms(r.P50))
+	if h != nil {
+		why += fmt.Sprintf("; half load: slowest answer %s, median %s, %d errors, %d requests unsent", ms(h.Max), ms(h.P50), h.Errors, h.Unsent)
+	}
+	return "what a machine that stalls for the decider timeout causes (" + why + ")"
+}
+
+// wrkStallErrors reports whether problem p is wrk's errors of a run that
+// stalled, a few percent of its requests at most: answers later than wrk's 2s
+// timeout, and in the naive setups, whose bridge answers 503 when the
+// decider does not answer within the decider timeout, non-2xx answers.
+func wrkStallErrors(r runRecord, p string, stall bool) bool {
+	_, text, ok := strings.Cut(p, " errors, e.g. ")
+	if !ok || r.Errors > r.Requests/10 {
+		return false
+	}
+	var connect, read, write, timeout, status int64
+	if n, err := fmt.Sscanf(text, "wrk: connect %d, read %d, write %d, timeout %d errors, %d non-2xx answers",
+		&connect, &read, &write, &timeout, &status); n != 5 || err != nil {
+		return false
+	}
+	naive := r.Setup == setupNaive || r.Setup == setupNaiveEmbedded
+	return connect == 0 && read == 0 && write == 0 && (status == 0 || naive && stall)
+}
+
+func positive(x float64) bool { return x > 0 && !math.IsInf(x, 0) }
 
 func moduleRoot(t *testing.T) string {
 	t.Helper()
@@ -320,6 +459,60 @@ func TestFlags(t *testing.T) {
 	} {
 		if _, err := parseBenchFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+// TestStalled: the problems a busy machine causes are told apart from the
+// others, and only when the run shows the stall.
+func TestStalled(t *testing.T) {
+	const limit = float64(deciderTimeout / time.Microsecond)
+	ok := loadResult{Requests: 40000, RPS: 20000, P50: 2000, Max: 60000}
+	stall := ok
+	stall.Max = limit + 3000
+	half := &loadResult{Requests: 20000, RPS: 10000, P50: 500, Max: 50000, Errors: 12, FirstError: "timeout"}
+	for _, tt := range []struct {
+		name    string
+		r       runRecord
+		excused bool
+	}{
+		{"answers at the decider timeout", runRecord{Setup: setupEmbedded, loadResult: stall,
+			Problem: "12 answers did not come from the decider; slowest answer took 1503.00ms: at the decider timeout, it may be a default verdict"}, true},
+		{"defaults without a stall", runRecord{Setup: setupEmbedded, loadResult: ok,
+			Problem: "12 answers did not come from the decider"}, false},
+		{"half load time-outs", runRecord{Setup: setupEmbedded, loadResult: ok, Half: half,
+			Problem: "12 answers did not come from the decider; half load: 12 errors, e.g. timeout"}, true},
+		{"half load defaults", runRecord{Setup: setupEmbedded, loadResult: ok, Half: half,
+			Problem: `half load: 12 errors, e.g. answer is not the decider's verdict: HTTP 200 "{}"`}, true},
+		{"half load refused", runRecord{Setup: setupEmbedded, loadResult: ok, Half: half,
+			Problem: "half load: 12 errors, e.g. dial tcp4 127.0.0.1:1: connect: connection refused"}, false},
+		{"half load mostly failing", runRecord{Setup: setupEmbedded, loadResult: ok,
+			Half:    &loadResult{Requests: 100, P50: 500, Errors: 5000, FirstError: "timeout"},
+			Problem: "half load: 5000 errors, e.g. timeout"}, false},
+		{"unsent", runRecord{Setup: setupEmbedded, loadResult: ok, Half: &loadResult{Requests: 20000, P50: 500, Unsent: 30},
+			Problem: "half load: 30 requests never sent: the load generator or the server fell behind"}, true},
+		{"wrk time-outs", runRecord{Setup: setupRawHTTP, loadResult: func() loadResult { r := stall; r.Errors = 3; return r }(),
+			Problem: "3 errors, e.g. wrk: connect 0, read 0, write 0, timeout 3 errors, 0 non-2xx answers"}, true},
+		{"naive 503s in a stall", runRecord{Setup: setupNaive, loadResult: func() loadResult { r := stall; r.Errors = 128; return r }(),
+			Problem: "128 errors, e.g. wrk: connect 0, read 0, write 0, timeout 64 errors, 64 non-2xx answers"}, true},
+		{"naive 503s without a stall", runRecord{Setup: setupNaive, loadResult: func() loadResult { r := ok; r.Errors = 64; return r }(),
+			Problem: "64 errors, e.g. wrk: connect 0, read 0, write 0, timeout 0 errors, 64 non-2xx answers"}, false},
+		{"wrk time-outs galore", runRecord{Setup: setupRawHTTP, loadResult: func() loadResult { r := stall; r.Errors = 9000; return r }(),
+			Problem: "9000 errors, e.g. wrk: connect 0, read 0, write 0, timeout 9000 errors, 0 non-2xx answers"}, false},
+		{"wrk read errors", runRecord{Setup: setupRawHTTP, loadResult: stall,
+			Problem: "3 errors, e.g. wrk: connect 0, read 3, write 0, timeout 0 errors, 0 non-2xx answers"}, false},
+		{"non-2xx", runRecord{Setup: setupEmbedded, loadResult: stall,
+			Problem: "3 errors, e.g. wrk: connect 0, read 0, write 0, timeout 0 errors, 3 non-2xx answers"}, false},
+		{"raw NATS time-outs", runRecord{Setup: setupRawNATS, loadResult: func() loadResult { r := ok; r.Errors = 5; return r }(),
+			Problem: "5 errors, e.g. nats: timeout"}, true},
+		{"typical answer at the timeout", runRecord{Setup: setupEmbedded, loadResult: loadResult{Requests: 100, P50: limit, Max: limit},
+			Problem: "slowest answer took 1500.00ms: at the decider timeout, it may be a default verdict"}, false},
+		{"nothing answered", runRecord{Setup: setupEmbedded, Problem: "no request completed"}, false},
+		{"decider silent", runRecord{Setup: setupEmbedded, loadResult: stall,
+			Problem: "the decider did not report how many requests it answered"}, false},
+	} {
+		if why := stalled(tt.r); (why != "") != tt.excused {
+			t.Errorf("%s: stalled = %q, want excused %v", tt.name, why, tt.excused)
 		}
 	}
 }
