@@ -135,6 +135,21 @@ func runNATSOn(t testing.TB, port int) *server.Server {
 	return natstest.RunWith(t, opts)
 }
 
+// auditSettled waits until the bridge has published every audit record it
+// holds. A test that starts NATS after the bridge stops it first when it
+// ends (cleanups run last in, first out): records still held then are
+// given up at the bridge's shutdown, which reports them as an error, as it
+// should.
+func (tb *testBridge) auditSettled(t *testing.T) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() error {
+		if n := tb.audit.pending.Load(); n != 0 {
+			return fmt.Errorf("%d audit records not yet published", n)
+		}
+		return nil
+	})
+}
+
 // stopNATS shuts a server down and waits until its port is free.
 func stopNATS(s *server.Server) {
 	s.Shutdown()

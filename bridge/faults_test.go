@@ -84,6 +84,7 @@ func TestFault_NATSDownAtStart(t *testing.T) {
 		}
 	}
 	ta.check(t)
+	tb.auditSettled(t)
 }
 
 // TestFault_NATSRestartUnderLoad: callbacks keep coming from several
@@ -166,6 +167,7 @@ func TestFault_NATSRestartUnderLoad(t *testing.T) {
 	if got := outcomeCounts(t, tb, oaCreate)[string(OutcomeNATSError)]; got == 0 {
 		t.Error("no nats_error outcome while NATS was down")
 	}
+	tb.auditSettled(t)
 }
 
 // misbehaving deciders: every flavour below shares one bridge set-up.
