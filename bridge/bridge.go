@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +57,11 @@ type Bridge struct {
 	streamsRecheck gate
 	srv            *fasthttp.Server
 	ln             *listener
+	// With HTTPS: the certificate in use, the TLS settings, and the gate
+	// spacing warnings about failed handshakes.
+	certs   *certStore
+	tlsCfg  *tls.Config
+	tlsWarn gate
 	// serveDone is closed when Serve returns, serveErr being what it
 	// returned; failed says why serving stopped if it stopped before Shutdown.
 	serveDone chan struct{}
@@ -91,6 +98,19 @@ func New(cfg Config) (*Bridge, error) {
 		allow, _ := parsePrefixes(cfg.AllowCIDRs)
 		proxies, _ := parsePrefixes(cfg.TrustedProxies)
 		b.sources = &sourceFilter{allow: allow, proxies: proxies, header: []byte(cfg.ProxyHeader)}
+	}
+	if cfg.TLSCert != "" {
+		certs, err := newCertStore(cfg.TLSCert, cfg.TLSKey, b.log)
+		if err != nil {
+			return nil, &ConfigError{Field: "tls-cert", Value: cfg.TLSCert, Err: fmt.Errorf("%w: %w", ErrInvalidValue, err)}
+		}
+		var clientCAs *x509.CertPool
+		if cfg.TLSClientCA != "" {
+			if clientCAs, err = loadClientCAs(cfg.TLSClientCA); err != nil {
+				return nil, &ConfigError{Field: "tls-client-ca", Value: cfg.TLSClientCA, Err: fmt.Errorf("%w: %w", ErrInvalidValue, err)}
+			}
+		}
+		b.certs, b.tlsCfg = certs, newTLSConfig(certs, clientCAs)
 	}
 	for _, app := range b.cfg.Apps {
 		a := newAppRoutes(&b.cfg, app, &b.log, b.metrics)
@@ -187,8 +207,12 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.stopEmbeddedNATS()
 		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
 	}
-	b.ln = newListener(ln, "callback", b.log,
-		newConnLimits(b.cfg.MaxConns, b.cfg.MaxConnsPerIP, b.metrics.reject, b.log))
+	limits := newConnLimits(b.cfg.MaxConns, b.cfg.MaxConnsPerIP, b.metrics.reject, b.log)
+	b.ln = newListener(ln, "callback", b.log, limits)
+	if b.tlsCfg != nil {
+		limits.tooMany, limits.tooManyPerIP = nil, nil
+		b.ln.wrap = b.wrapTLS(b.tlsCfg)
+	}
 	b.warnOverFileLimit()
 	b.srv = &fasthttp.Server{
 		Handler:            b.handle,
@@ -216,7 +240,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	go b.serve()
 	go b.watchDeciders(b.cfg.RegistryInterval)
 	started := b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", RedactURLs(b.NATSURL())).
-		Bool("embedded_nats", b.ns != nil)
+		Bool("embedded_nats", b.ns != nil).Bool("https", b.certs != nil).Bool("client_certs_required", b.cfg.TLSClientCA != "")
 	if ops := b.OpsAddr(); ops != "" {
 		started = started.Str("metrics_listen", ops)
 	}

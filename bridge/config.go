@@ -75,6 +75,16 @@ type Config struct {
 	// ProxyHeader carries the client address set by a trusted proxy.
 	ProxyHeader string
 
+	// TLSCert and TLSKey, both set, make the callback listener serve HTTPS
+	// with this certificate (PEM, chain included) and key. The files are
+	// read again when they change on disk (checked at most every second, on
+	// handshakes) and on ReloadTLS.
+	TLSCert string
+	TLSKey  string
+	// TLSClientCA, with TLSCert, requires every client to present a
+	// certificate signed by one of these CAs (PEM): Tencent's mutual TLS.
+	TLSClientCA string
+
 	// MetricsListen, when set, serves /metrics, /healthz and /readyz on this
 	// address instead of the callback listener.
 	MetricsListen string
@@ -328,6 +338,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditStream.Name != "" && c.AuditStream.Name == c.EventsStream.Name {
 		return bad("events-stream", c.EventsStream.Name, fmt.Errorf("%w: must differ from audit-stream", ErrInvalidValue))
+	}
+	if err := c.validateTLS(); err != nil {
+		return err
 	}
 	if len(c.TrustedProxies) > 0 && c.ProxyHeader == "" {
 		return bad("proxy-header", c.ProxyHeader, fmt.Errorf("%w: needed with trusted-proxy", ErrMissing))

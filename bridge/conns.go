@@ -84,6 +84,9 @@ type listener struct {
 	errors atomic.Uint64 // accept errors retried, for timbus_accept_errors_total
 	warn   gate
 	limits *connLimits // nil: every connection is served
+	// wrap, when set, wraps each connection admitted (TLS), after the caps:
+	// a refused connection costs no handshake.
+	wrap func(net.Conn) net.Conn
 
 	closeOnce sync.Once
 	closed    chan struct{} // ends a retry wait when the listener closes
@@ -117,12 +120,15 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		delay = 0
-		if l.limits == nil {
-			return c, nil
+		if l.limits != nil {
+			if c = l.limits.admit(c); c == nil {
+				continue
+			}
 		}
-		if tc := l.limits.admit(c); tc != nil {
-			return tc, nil
+		if l.wrap != nil {
+			c = l.wrap(c)
 		}
+		return c, nil
 	}
 }
 
@@ -170,7 +176,9 @@ type connLimits struct {
 	refused func(reason string) // counts a refusal
 	log     zerolog.Logger
 	warn    gate
-	// The whole HTTP responses of the two refusals, built once.
+	// The whole HTTP responses of the two refusals, built once; nil on a
+	// TLS listener, where plain HTTP would mean nothing to the client and a
+	// handshake would cost what the cap saves.
 	tooMany, tooManyPerIP []byte
 }
 
@@ -217,7 +225,9 @@ func (cl *connLimits) admit(c net.Conn) net.Conn {
 // refuse answers c with response and closes it. The write cannot block: a
 // new connection's send buffer is empty and far larger than the response.
 func (cl *connLimits) refuse(c net.Conn, reason string, response []byte) {
-	_, _ = c.Write(response)
+	if response != nil {
+		_, _ = c.Write(response)
+	}
 	_ = c.Close()
 	cl.refused(reason)
 	if cl.warn.pass(refusedWarnEvery) {

@@ -18,7 +18,7 @@ var rejectReasons = []string{
 	"not_found", "method_not_allowed", "source_not_allowed", "unknown_sdkappid", "missing_signature",
 	"bad_request_time", "stale_request_time", "bad_signature", "missing_command", "invalid_command",
 	"invalid_body", "command_mismatch", "body_too_large", "header_too_large", "bad_request", "read_timeout",
-	reasonTooManyConns, reasonTooManyConnsPerIP,
+	reasonTooManyConns, reasonTooManyConnsPerIP, reasonClientCert, reasonTLSHandshake,
 }
 
 // metrics holds the bridge's Prometheus collectors in a registry of its own.

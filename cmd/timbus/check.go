@@ -61,7 +61,7 @@ func writeCheckSummary(w io.Writer, cfg *serveConfig) {
 		apps = append(apps, text)
 	}
 	line("apps", "%s", strings.Join(apps, ", "))
-	line("http", "%s, path %s", b.Listen, b.Path)
+	line("http", "%s, path %s, %s", b.Listen, b.Path, tlsSummary(b))
 	line("decide", "timeout %s, default %s, subjects %s.decide.<SdkAppid>.<Command>", shortDuration(b.Timeout), b.Default, b.SubjectPrefix)
 	if len(b.Commands) > 0 {
 		names := make([]string, 0, len(b.Commands))
@@ -105,6 +105,19 @@ func writeCheckSummary(w io.Writer, cfg *serveConfig) {
 	line("conns", "%s", connsSummary(cfg))
 	if b.DrainDelay > 0 {
 		line("shutdown", "not ready for %s, then drain (at most %s in all)", shortDuration(b.DrainDelay), shortDuration(shutdownTimeout))
+	}
+}
+
+// tlsSummary says whether callbacks come over HTTPS, and whether clients
+// must show a certificate: the files' names, not their contents.
+func tlsSummary(b *bridge.Config) string {
+	switch {
+	case b.TLSCert == "":
+		return "plain HTTP (no TLS: terminate it at a proxy, or set --tls-cert)"
+	case b.TLSClientCA == "":
+		return "https (certificate " + b.TLSCert + "), client certificates not required"
+	default:
+		return "https (certificate " + b.TLSCert + "), client certificates required (CA " + b.TLSClientCA + ")"
 	}
 }
 
@@ -205,7 +218,8 @@ contacted. Whether NATS is reachable, a port free or a stream compatible is
 only known when serve starts.
 
 On success it prints "FILE: ok" and a summary: apps, NATS (embedded, or the
-external URLs with passwords hidden), streams, the operations listener,
+external URLs with passwords hidden), streams, plain HTTP or HTTPS (and
+whether clients must show a certificate), the operations listener,
 whether callbacks must be signed, and the connection caps. Tokens are never
 printed. The default --max-conns comes from the open-file limit (ulimit -n)
 of the process: run check under the service's limits to see its value.

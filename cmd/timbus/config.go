@@ -108,6 +108,12 @@ var serveOptions = []option{
 		func(c *serveConfig) *string { return &c.bridge.AuditStream.Name }),
 	stringOption("events-stream", "NAME", "JetStream stream that must acknowledge each after callback before Tencent gets its OK; retention in streams.events",
 		func(c *serveConfig) *string { return &c.bridge.EventsStream.Name }),
+	stringOption("tls-cert", "FILE", "serve HTTPS with this certificate (PEM, chain included); needs --tls-key. Read again when the file changes and on SIGHUP",
+		func(c *serveConfig) *string { return &c.bridge.TLSCert }),
+	stringOption("tls-key", "FILE", "private key (PEM) of --tls-cert",
+		func(c *serveConfig) *string { return &c.bridge.TLSKey }),
+	stringOption("tls-client-ca", "FILE", "require HTTPS clients to present a certificate signed by a CA in this PEM file (Tencent's mutual TLS); needs --tls-cert",
+		func(c *serveConfig) *string { return &c.bridge.TLSClientCA }),
 	stringOption("metrics-listen", "ADDR", "serve /metrics, /healthz and /readyz on this address instead of --listen",
 		func(c *serveConfig) *string { return &c.bridge.MetricsListen }),
 	{

@@ -68,6 +68,13 @@ func serve(ctx context.Context, b *bridge.Bridge, log zerolog.Logger) int {
 		log.Error().Err(err).Msg("timbus cannot start")
 		return exitFailure
 	}
+	if b.TLS() {
+		// Only with HTTPS: without, SIGHUP keeps its default effect.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go reloadOnHUP(ctx, hup, b, log)
+	}
 	if onStarted != nil {
 		onStarted(b)
 	}
@@ -92,6 +99,23 @@ func serve(ctx context.Context, b *bridge.Bridge, log zerolog.Logger) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// reloadOnHUP reloads the TLS certificate on each SIGHUP until ctx ends. A
+// reload that fails keeps the certificate in use.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, b *bridge.Bridge, log zerolog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := b.ReloadTLS(); err != nil {
+				log.Warn().Err(err).Msg("SIGHUP: TLS certificate not reloaded; still serving the previous one")
+			} else {
+				log.Info().Msg("SIGHUP: TLS certificate files read again")
+			}
+		}
+	}
 }
 
 // waitServing waits for a signal (the end of ctx) or for the bridge to stop
@@ -211,6 +235,9 @@ The file may also hold settings that have no flag:
 
 Unknown keys are an error. Run "timbus commands" for the command names, the
 verdict codes each accepts and their NATS subjects.
+
+With --tls-cert, SIGHUP reads the certificate and key files again (they are
+also read again when they change on disk, within a second).
 
 timbus stops on SIGINT or SIGTERM, letting callbacks in flight finish (for up
 to %v), and on its own, with status 1, should its callback listener fail.

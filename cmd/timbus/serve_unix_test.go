@@ -3,6 +3,7 @@
 package main
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -23,5 +24,31 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	}
 	if s.code != exitOK {
 		t.Errorf("exit code = %d, want %d", s.code, exitOK)
+	}
+}
+
+// TestServeReloadsTLSOnSIGHUP sends a real SIGHUP to a serve with HTTPS: it
+// reads the certificate again and goes on serving. Were serve not to catch
+// it, the test binary would die.
+func TestServeReloadsTLSOnSIGHUP(t *testing.T) {
+	clearEnv(t)
+	cert, key, _ := tlsFiles(t)
+	s := startServe(t, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--sdkappid", testApp,
+		"--tls-cert", cert, "--tls-key", key)
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.stderr.String(), "SIGHUP: TLS certificate files read again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged within 5s of SIGHUP; stderr:\n%s", s.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.bridge.Err(); err != nil {
+		t.Errorf("serving stopped: %v", err)
+	}
+	if code := s.stop(t); code != exitOK {
+		t.Errorf("exit code = %d, want %d", code, exitOK)
 	}
 }
