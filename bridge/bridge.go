@@ -143,7 +143,6 @@ func (b *Bridge) Start(ctx context.Context) error {
 	opts := []nats.Option{
 		nats.Name("timbus"),
 		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(500 * time.Millisecond),
 		// No reconnect buffer: a publish while NATS is away fails at once
 		// instead of waiting in the client's memory, where a shutdown before
@@ -165,9 +164,18 @@ func (b *Bridge) Start(ctx context.Context) error {
 	// so the server forwarded requests to deciders in smaller batches, and
 	// deciders spent a third more CPU per request (make bench, A/B: +5 %
 	// throughput over loopback).
-	nc, err := nats.Connect(url, opts...)
+	authOpts, err := b.cfg.NATSAuth.Options()
 	if err != nil {
 		b.stopEmbeddedNATS()
+		return err
+	}
+	opts = append(opts, authOpts...)
+	nc, err := b.connectNATS(url, opts)
+	if err != nil {
+		b.stopEmbeddedNATS()
+		if IsAuthError(err) {
+			return fmt.Errorf("%w: %w: connect %s as %s: %w", ErrNATS, ErrNATSAuth, RedactURLs(url), b.cfg.NATSAuth, urlError{err, url})
+		}
 		return fmt.Errorf("%w: connect %s: %w", ErrNATS, RedactURLs(url), urlError{err, url})
 	}
 	b.nc = nc
@@ -322,6 +330,21 @@ func (b *Bridge) OpsAddr() string {
 		return ""
 	}
 	return b.opsLn.Addr().String()
+}
+
+// connectNATS connects, retrying in the background when no server could
+// be reached, for the bridge to start all the same. A server that refused
+// the bridge's credentials or TLS fails it instead, with its reason:
+// retrying would only hide the mistake. The first attempt is made without
+// retry because nats.go keeps a TLS failure of a retried connect to itself.
+// With several servers, nats.go reports the last one's error: a refusal by
+// one and silence from the last count as unreachable.
+func (b *Bridge) connectNATS(url string, opts []nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, opts...)
+	if err == nil || IsAuthError(err) {
+		return nc, err
+	}
+	return nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true))...)
 }
 
 // payloadHeadroom is room for NATS headers next to a callback body.

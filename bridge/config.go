@@ -29,6 +29,9 @@ type Config struct {
 	// NATSURL lists NATS servers, comma-separated. When empty the bridge runs
 	// an embedded NATS server listening on NATSListen.
 	NATSURL string
+	// NATSAuth authenticates the bridge's NATS connection: credentials and
+	// TLS. Credentials may instead be in NATSURL (user:password@), not both.
+	NATSAuth NATSAuth
 	// NATSListen is the embedded server's client address, so that deciders in
 	// other processes can connect. Port 0 or -1 picks a free port.
 	NATSListen string
@@ -282,6 +285,9 @@ func (c *Config) Validate() error {
 		if _, err := url.Parse(strings.TrimSpace(u)); err != nil && c.NATSURL != "" {
 			return bad("nats-url", RedactURLs(c.NATSURL), fmt.Errorf("%w: a URL does not parse (is a character of its password not escaped?)", ErrInvalidValue))
 		}
+	}
+	if err := c.NATSAuth.Validate(c.NATSURL); err != nil {
+		return err
 	}
 	if c.NATSURL == "" && c.NATSListen == "" {
 		return bad("nats-listen", c.NATSListen, fmt.Errorf("%w: needed when nats-url is empty", ErrMissing))

@@ -45,6 +45,7 @@ const reasonWidth = detailWidth
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("timbus audit")
 	natsURL := fs.String("nats-url", "", "")
+	natsAuth := addNATSAuthFlags(fs)
 	stream := fs.String("stream", "", "")
 	prefix := fs.String("subject-prefix", protocol.DefaultSubjectPrefix, "")
 	since := fs.String("since", "", "")
@@ -82,13 +83,18 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer stop()
 
 	stderr = &lockedWriter{w: stderr} // NATS reports slow consumers from its own goroutine
-	nc, err := nats.Connect(url, nats.Name("timbus audit"), nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+	authOpts, err := natsAuth.resolve(url)
+	if err != nil {
+		usageError(stderr, fs.Name(), err)
+		return exitUsage
+	}
+	nc, err := nats.Connect(url, append(authOpts, nats.Name("timbus audit"), nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 		if sub != nil {
 			fmt.Fprintf(stderr, "timbus audit: warning: %s: %v (records were dropped)\n", sub.Subject, err)
 		}
-	}))
+	}))...)
 	if err != nil {
-		fmt.Fprintf(stderr, "timbus audit: cannot connect to NATS at %s: %v\n", bridge.RedactURLs(url), err)
+		fmt.Fprintf(stderr, "timbus audit: %s\n", natsAuth.connectError(url, err))
 		return exitFailure
 	}
 	defer nc.Close()
@@ -174,6 +180,14 @@ subjects and prints records as the bridge publishes them, until Ctrl-C (as if
 Flags:
   --nats-url URL[,URL...]  NATS servers (default $%s, else
                            %s)
+  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
+  --nats-nkey FILE         file holding an NKey user seed
+  --nats-user USER         NATS user, with --nats-password
+  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
+  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
+  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
+  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
+                           (each also as TIMBUS_<FLAG>, as for timbus serve)
   --stream NAME            JetStream stream holding the records
   --subject-prefix P       subject prefix, as given to timbus serve (default:
                            with --stream, the prefix the stream captures

@@ -81,6 +81,9 @@ func writeCheckSummary(w io.Writer, cfg *serveConfig) {
 		}
 		line("nats", "embedded server on %s (%s)", b.NATSListen, js)
 	}
+	if !b.NATSAuth.IsZero() {
+		line("nats auth", "%s", b.NATSAuth)
+	}
 
 	var streams []string
 	for _, s := range []struct {

@@ -44,6 +44,7 @@ const (
 func runConform(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("timbus conform")
 	natsURL := fs.String("nats-url", "", "")
+	natsAuth := addNATSAuthFlags(fs)
 	appID := fs.String("sdkappid", conformAppID, "")
 	prefix := fs.String("subject-prefix", protocol.DefaultSubjectPrefix, "")
 	timeout := fs.Duration("timeout", bridge.DefaultConfig().Timeout, "")
@@ -66,9 +67,14 @@ func runConform(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitUsage
 	}
 
-	nc, err := nats.Connect(*natsURL, nats.Name("timbus conform"))
+	authOpts, err := natsAuth.resolve(*natsURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "timbus conform: cannot connect to NATS at %s: %v\n", bridge.RedactURLs(*natsURL), err)
+		usageError(stderr, fs.Name(), err)
+		return exitUsage
+	}
+	nc, err := nats.Connect(*natsURL, append(authOpts, nats.Name("timbus conform"))...)
+	if err != nil {
+		fmt.Fprintf(stderr, "timbus conform: %s\n", natsAuth.connectError(*natsURL, err))
 		return exitFailure
 	}
 	defer nc.Close()
@@ -126,6 +132,14 @@ staging NATS if that matters.
 Flags:
   --nats-url URL[,URL...]  NATS servers the deciders connect to (required; or
                            set %s)
+  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
+  --nats-nkey FILE         file holding an NKey user seed
+  --nats-user USER         NATS user, with --nats-password
+  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
+  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
+  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
+  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
+                           (each also as TIMBUS_<FLAG>, as for timbus serve)
   --sdkappid ID            SdkAppid in the subjects and headers (default %q)
   --command CMD[,CMD...]   command to check; repeat the flag or separate
                            commands with commas (default: see above)

@@ -42,6 +42,7 @@ const replayIDPrefix = "replay-"
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("timbus replay")
 	natsURL := fs.String("nats-url", "", "")
+	natsAuth := addNATSAuthFlags(fs)
 	stream := fs.String("stream", "", "")
 	prefix := fs.String("subject-prefix", protocol.DefaultSubjectPrefix, "")
 	since := fs.String("since", "", "")
@@ -64,9 +65,14 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	nc, err := nats.Connect(url, nats.Name("timbus replay"))
+	authOpts, err := natsAuth.resolve(url)
 	if err != nil {
-		fmt.Fprintf(stderr, "timbus replay: cannot connect to NATS at %s: %v\n", bridge.RedactURLs(url), err)
+		usageError(stderr, fs.Name(), err)
+		return exitUsage
+	}
+	nc, err := nats.Connect(url, append(authOpts, nats.Name("timbus replay"))...)
+	if err != nil {
+		fmt.Fprintf(stderr, "timbus replay: %s\n", natsAuth.connectError(url, err))
 		return exitFailure
 	}
 	defer nc.Close()
@@ -159,6 +165,14 @@ Flags:
   --stream NAME            JetStream stream holding the audit records (required)
   --nats-url URL[,URL...]  NATS servers (default $%s, else
                            %s)
+  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
+  --nats-nkey FILE         file holding an NKey user seed
+  --nats-user USER         NATS user, with --nats-password
+  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
+  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
+  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
+  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
+                           (each also as TIMBUS_<FLAG>, as for timbus serve)
   --since D                only callbacks received in the last D (e.g. 10m,
                            2h), or since an RFC 3339 time
                            (2026-01-02T15:04:05Z)
