@@ -394,7 +394,7 @@ func TestServeHelp(t *testing.T) {
 func optionNames() []string {
 	return []string{
 		"listen", "path", "nats-url", "nats-listen", "sdkappid", "timeout", "default",
-		"subject-prefix", "token", "sign-window", "allow-cidr", "trusted-proxy", "proxy-header", "shadow-prefix", "nats-store", "audit-stream", "events-stream", "metrics-listen", "require-deciders", "drain-delay", "max-inflight", "breaker", "breaker-window", "breaker-min-requests", "breaker-failure-ratio", "breaker-cooldown", "log-level", "log-format", "max-body-size", "max-header-size", "read-timeout", "write-timeout", "idle-timeout", "max-conns", "max-conns-per-ip",
+		"subject-prefix", "token", "sign-window", "allow-cidr", "trusted-proxy", "proxy-header", "shadow-prefix", "nats-store", "nats-config", "audit-stream", "events-stream", "metrics-listen", "require-deciders", "drain-delay", "max-inflight", "breaker", "breaker-window", "breaker-min-requests", "breaker-failure-ratio", "breaker-cooldown", "log-level", "log-format", "max-body-size", "max-header-size", "read-timeout", "write-timeout", "idle-timeout", "max-conns", "max-conns-per-ip",
 	}
 }
 
