@@ -67,6 +67,10 @@ type Bridge struct {
 	serveDone chan struct{}
 	serveErr  error
 	failed    error
+
+	// natsAccount is the embedded server's account timbus is in; "" for
+	// the global one.
+	natsAccount string
 }
 
 // New validates cfg and builds a Bridge. The Bridge keeps its own copy.
@@ -132,13 +136,15 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return err
 	}
 	url := b.cfg.NATSURL
+	var embedded []nats.Option
 	if url == "" {
-		ns, err := b.startEmbeddedNATS()
+		ns, connect, err := b.startEmbeddedNATS()
 		if err != nil {
 			return err
 		}
 		b.ns = ns
 		url = ns.ClientURL()
+		embedded = connect
 	}
 	opts := []nats.Option{
 		nats.Name("timbus"),
@@ -169,7 +175,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.stopEmbeddedNATS()
 		return err
 	}
-	opts = append(opts, authOpts...)
+	opts = append(append(opts, authOpts...), embedded...)
 	nc, err := b.connectNATS(url, opts)
 	if err != nil {
 		b.stopEmbeddedNATS()
@@ -188,7 +194,17 @@ func (b *Bridge) Start(ctx context.Context) error {
 
 	b.audit = newAuditor(nc, b.cfg.SubjectPrefix, b.log)
 	if b.ns != nil {
-		b.audit.interest = b.ns.GlobalAccount().SubscriptionInterest
+		// Interest is counted in the account timbus publishes in.
+		acc := b.ns.GlobalAccount()
+		if b.natsAccount != "" {
+			if acc, err = b.ns.LookupAccount(b.natsAccount); err != nil {
+				_ = b.audit.stop(ctx) // nothing was audited yet
+				nc.Close()
+				b.stopEmbeddedNATS()
+				return fmt.Errorf("%w: account %s: %w", ErrNATS, b.natsAccount, err)
+			}
+		}
+		b.audit.interest = acc.SubscriptionInterest
 	}
 	b.mux, err = newReplyMux(nc)
 	if err != nil {
@@ -438,47 +454,51 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (b *Bridge) startEmbeddedNATS() (*server.Server, error) {
-	host, portText, err := net.SplitHostPort(b.cfg.NATSListen)
+// startEmbeddedNATS starts the embedded server and returns how timbus's own
+// connection reaches and logs into it.
+func (b *Bridge) startEmbeddedNATS() (*server.Server, []nats.Option, error) {
+	e, err := b.cfg.embeddedOptions()
 	if err != nil {
-		return nil, fmt.Errorf("%w: nats-listen %q: %v", ErrNATS, b.cfg.NATSListen, err)
+		return nil, nil, err
 	}
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		return nil, fmt.Errorf("%w: nats-listen %q: bad port", ErrNATS, b.cfg.NATSListen)
+	if err := e.addSelf(&b.cfg); err != nil {
+		return nil, nil, err
 	}
-	if port <= 0 {
-		port = server.RANDOM_PORT
-	} else {
+	opts := e.opts
+	listen := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+	if opts.Port > 0 {
 		// The server reports a busy port only in its log; check it here so the
 		// error is clear and immediate.
-		probe, err := net.Listen("tcp", b.cfg.NATSListen)
+		probe, err := net.Listen("tcp", listen)
 		if err != nil {
-			return nil, fmt.Errorf("%w: embedded server cannot listen on %s: %v", ErrNATS, b.cfg.NATSListen, err)
+			return nil, nil, fmt.Errorf("%w: embedded server cannot listen on %s: %v", ErrNATS, listen, err)
 		}
 		probe.Close()
 	}
-	opts := &server.Options{
-		ServerName: "timbus-embedded",
-		Host:       host,
-		Port:       port,
-		NoSigs:     true,
-		NoLog:      true,
-		MaxPayload: int32(b.cfg.MaxBodySize + payloadHeadroom),
-		JetStream:  b.cfg.NATSStoreDir != "",
-		StoreDir:   b.cfg.NATSStoreDir,
-	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: embedded server: %v", ErrNATS, err)
+		return nil, nil, fmt.Errorf("%w: embedded server: %v", ErrNATS, err)
 	}
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("%w: embedded server did not start listening on %s", ErrNATS, b.cfg.NATSListen)
+		return nil, nil, fmt.Errorf("%w: embedded server did not start listening on %s", ErrNATS, listen)
 	}
-	b.log.Info().Str("url", ns.ClientURL()).Msg("embedded NATS server started")
-	return ns, nil
+	var connect []nats.Option
+	if e.auth != nil {
+		connect = append(connect, e.auth)
+	}
+	if opts.TLSConfig != nil {
+		// The in-process pipe needs no certificate timbus may not have (the
+		// file may require client certificates); see Start for why loopback
+		// is preferred otherwise.
+		connect = append(connect, nats.InProcessServer(ns))
+	}
+	if e.account != "" {
+		b.natsAccount = e.account
+	}
+	b.log.Info().Str("url", ns.ClientURL()).Bool("auth", e.auth != nil).Msg("embedded NATS server started")
+	return ns, connect, nil
 }
 
 func (b *Bridge) stopEmbeddedNATS() {

@@ -38,6 +38,10 @@ type Config struct {
 	// NATSStoreDir turns on JetStream in the embedded server, storing streams
 	// in this directory.
 	NATSStoreDir string
+	// NATSConfig is a nats-server configuration file for the embedded server
+	// (users and permissions, accounts, TLS, JetStream...). Its listen wins
+	// over NATSListen; see embeddedOptions for how the two combine.
+	NATSConfig string
 
 	// AuditStream, when named, makes the bridge create (or check) a JetStream
 	// stream holding every audit record, and publish records with acks.
@@ -289,8 +293,21 @@ func (c *Config) Validate() error {
 	if err := c.NATSAuth.Validate(c.NATSURL); err != nil {
 		return err
 	}
-	if c.NATSURL == "" && c.NATSListen == "" {
+	if c.NATSURL == "" && c.NATSListen == "" && c.NATSConfig == "" {
 		return bad("nats-listen", c.NATSListen, fmt.Errorf("%w: needed when nats-url is empty", ErrMissing))
+	}
+	if c.NATSURL != "" && c.NATSConfig != "" {
+		return bad("nats-config", c.NATSConfig, fmt.Errorf("%w: configures the embedded server, which does not run with nats-url", ErrInvalidValue))
+	}
+	// The embedded server keeps streams when NATSStoreDir or the file turns
+	// JetStream on.
+	embeddedJetStream := false
+	if c.NATSURL == "" {
+		e, err := c.embeddedOptions()
+		if err != nil {
+			return err
+		}
+		embeddedJetStream = e.opts.JetStream
 	}
 	if len(c.Apps) == 0 {
 		return bad("sdkappid", "", fmt.Errorf("%w: name at least one SdkAppid whose callbacks to accept", ErrNoApps))
@@ -335,7 +352,7 @@ func (c *Config) Validate() error {
 		if st.cfg.Replicas < 0 || st.cfg.Replicas > 5 || st.cfg.MaxAge < 0 || st.cfg.MaxBytes < 0 || st.cfg.DuplicateWindow < 0 {
 			return bad(st.field, st.cfg.Name, fmt.Errorf("%w: replicas 0-5, max_age, max_bytes and duplicate_window not negative", ErrInvalidValue))
 		}
-		if c.NATSURL == "" && c.NATSStoreDir == "" {
+		if c.NATSURL == "" && !embeddedJetStream {
 			return bad(st.field, st.cfg.Name, fmt.Errorf("%w: the embedded NATS server needs nats-store (a directory) to keep streams", ErrMissing))
 		}
 		if c.NATSURL == "" && st.cfg.Replicas > 1 {

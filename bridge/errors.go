@@ -14,4 +14,6 @@ var (
 	ErrNATS           = errors.New("bridge: NATS unavailable")
 	ErrListen         = errors.New("bridge: cannot listen")
 	ErrServe          = errors.New("bridge: stopped serving callbacks")
+	// ErrUnsafe: the settings would open timbus to anyone on the network.
+	ErrUnsafe = errors.New("bridge: unsafe setting")
 )

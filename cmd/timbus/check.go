@@ -79,7 +79,11 @@ func writeCheckSummary(w io.Writer, cfg *serveConfig) {
 		if b.NATSStoreDir != "" {
 			js = "JetStream in " + b.NATSStoreDir
 		}
-		line("nats", "embedded server on %s (%s)", b.NATSListen, js)
+		listen := b.NATSListen
+		if b.NATSConfig != "" {
+			listen += ", config " + b.NATSConfig
+		}
+		line("nats", "embedded server on %s (%s; %s)", listen, js, b.EmbeddedNATSAuth())
 	}
 	if !b.NATSAuth.IsZero() {
 		line("nats auth", "%s", b.NATSAuth)

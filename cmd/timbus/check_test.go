@@ -68,7 +68,7 @@ func TestCheckEmbeddedWithoutFile(t *testing.T) {
 	}
 	for _, want := range []string{
 		"settings (no config file): ok",
-		"embedded server on 127.0.0.1:4222 (JetStream in /var/lib/timbus/nats)",
+		"embedded server on 127.0.0.1:4222 (JetStream in /var/lib/timbus/nats; no authentication (loopback only))",
 		"audit AUDIT (replicas 1)",
 		"on :8080 (the callback listener)",
 		"NOT authenticated", "TIMBUS_TOKEN",

@@ -120,6 +120,8 @@ var serveOptions = []option{
 		func(c *serveConfig) *string { return &c.bridge.ShadowPrefix }),
 	stringOption("nats-store", "DIR", "directory where the embedded NATS server keeps JetStream streams (turns JetStream on)",
 		func(c *serveConfig) *string { return &c.bridge.NATSStoreDir }),
+	stringOption("nats-config", "FILE", "nats-server configuration file for the embedded server: authorization users and permissions, accounts, TLS, JetStream (see deploy/nats/embedded.conf); its listen wins over --nats-listen",
+		func(c *serveConfig) *string { return &c.bridge.NATSConfig }),
 	stringOption("audit-stream", "NAME", "JetStream stream to create (or check) for the audit records; retention in the file's streams.audit section",
 		func(c *serveConfig) *string { return &c.bridge.AuditStream.Name }),
 	stringOption("events-stream", "NAME", "JetStream stream that must acknowledge each after callback before Tencent gets its OK; retention in streams.events",

@@ -218,3 +218,46 @@ func TestServeConsoleLog(t *testing.T) {
 		t.Errorf("want an uncoloured console log, got:\n%s", log)
 	}
 }
+
+// TestEmbeddedNATSBeyondLoopbackNeedsAuth: an embedded server open to the
+// network without users is refused by serve and check alike, naming the fix.
+func TestEmbeddedNATSBeyondLoopbackNeedsAuth(t *testing.T) {
+	for _, command := range []string{"serve", "check"} {
+		t.Run(command, func(t *testing.T) {
+			clearEnv(t)
+			// Should serve wrongly start, the deadline ends it with exit 0.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			code, _, stderr := runTimbus(t, ctx, command, "--listen", "127.0.0.1:0", "--nats-listen", "0.0.0.0:0", "--sdkappid", testApp)
+			if code != exitUsage {
+				t.Errorf("exit code = %d, want %d", code, exitUsage)
+			}
+			for _, want := range []string{"nats-listen", "127.0.0.1", "--nats-config"} {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("the message lacks %q:\n%s", want, stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckShowsEmbeddedNATSAuth: check summarises the file's users, never
+// their passwords.
+func TestCheckShowsEmbeddedNATSAuth(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("DECIDER_PASSWORD", "decider-secret")
+	t.Setenv("AUDITOR_PASSWORD", "auditor-secret")
+	code, stdout, stderr := runTimbus(t, context.Background(), "check", "--sdkappid", testApp,
+		"--nats-listen", "0.0.0.0:4222", "--nats-config", deployPath("nats", "embedded.conf"))
+	if code != exitOK {
+		t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
+	}
+	if want := "2 users, 0 nkeys, timbus's own NKey user in the global account"; !strings.Contains(stdout, want) {
+		t.Errorf("summary lacks %q:\n%s", want, stdout)
+	}
+	for _, secret := range []string{"decider-secret", "auditor-secret"} {
+		if strings.Contains(stdout, secret) {
+			t.Errorf("summary shows the password %q:\n%s", secret, stdout)
+		}
+	}
+}
