@@ -167,7 +167,10 @@ func (a NATSAuth) String() string {
 // unreachable: no retry will cure it.
 func IsAuthError(err error) bool {
 	for _, e := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked,
-		nats.ErrAccountAuthExpired, nats.ErrSecureConnWanted, nats.ErrSecureConnRequired, nats.ErrNkeysNotSupported} {
+		nats.ErrAccountAuthExpired, nats.ErrSecureConnWanted, nats.ErrSecureConnRequired, nats.ErrNkeysNotSupported,
+		// With TLS 1.3 a server refusing the client certificate closes the
+		// connection after the handshake; nats.go says so under ErrTLS.
+		nats.ErrTLS} {
 		if errors.Is(err, e) {
 			return true
 		}
