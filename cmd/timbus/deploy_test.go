@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,10 +20,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -501,6 +505,9 @@ func TestDeployNATSConfigs(t *testing.T) {
 			continue
 		}
 		t.Run(filepath.ToSlash(file), func(t *testing.T) {
+			for k, v := range natsSecretEnv(file) {
+				t.Setenv(k, v)
+			}
 			opts, err := server.ProcessConfigFile(file)
 			if err != nil {
 				t.Fatal(err)
@@ -810,5 +817,318 @@ func TestDeploySystemdAndDocs(t *testing.T) {
 		if base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum"); !bytes.Contains(metricsSource, []byte(`"`+base+`"`)) {
 			t.Errorf("deploy/README.md names the metric %s, which bridge/metrics.go does not define", name)
 		}
+	}
+}
+
+// natsSecrets are the secrets the NATS configs read from the environment,
+// with test values. Each deployment must provide every one of them.
+var natsSecrets = map[string]string{
+	"TIMBUS_NATS_PASSWORD": "9f2c4e7a1b3d5f60timbus",
+	"DECIDER_PASSWORD":     "0a1b2c3d4e5f6071decider",
+	"AUDITOR_PASSWORD":     "7e6d5c4b3a291807auditor",
+	"ROUTE_PASSWORD":       "31a7c9e5b2d4f680route",
+	"GATEWAY_PASSWORD":     "c0ffee12d34e56f7gateway",
+}
+
+// natsSecretEnv is the environment a NATS node gets: the secrets, and the
+// route URLs built from ROUTE_PASSWORD for the hosts of file.
+func natsSecretEnv(file string) map[string]string {
+	env := maps.Clone(natsSecrets)
+	host := func(n int) string { return "nats-" + strconv.Itoa(n) }
+	if region := strings.TrimSuffix(filepath.Base(file), ".conf"); strings.Contains(filepath.ToSlash(file), "/supercluster/") {
+		host = func(n int) string { return "nats-" + strconv.Itoa(n) + "." + region + ".example.net" }
+	}
+	for n := 1; n <= 3; n++ {
+		env["NATS_ROUTE_"+strconv.Itoa(n)] = "nats-route://route:" + natsSecrets["ROUTE_PASSWORD"] + "@" + host(n) + ":6222"
+	}
+	return env
+}
+
+// confVariables lists the $NAMES a nats-server config takes from the
+// environment: those it uses outside strings and comments and does not
+// define itself.
+func confVariables(t *testing.T, file string) []string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	var used []string
+	quoted := regexp.MustCompile(`"[^"]*"`)
+	for _, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(quoted.ReplaceAllString(line, `""`), "#")
+		if m := regexp.MustCompile(`^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[=:]`).FindStringSubmatch(line); m != nil {
+			defined[m[1]] = true
+		}
+		for _, m := range regexp.MustCompile(`\$([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(line, -1) {
+			if !slices.Contains(used, m[1]) {
+				used = append(used, m[1])
+			}
+		}
+	}
+	return slices.DeleteFunc(used, func(name string) bool { return defined[name] })
+}
+
+// clusterConfs are the NATS configs of the cluster deployments: every
+// *.conf but the embedded server's.
+func clusterConfs(t *testing.T) []string {
+	t.Helper()
+	return slices.DeleteFunc(deployFiles(t, "*.conf"), func(f string) bool { return filepath.Base(f) == "embedded.conf" })
+}
+
+// TestDeployNATSAuthentication: every cluster node authenticates its
+// clients, with the users and rights of deploy/nats/embedded.conf, and its
+// routes and gateways, with secrets from the environment; a node missing
+// one refuses to start.
+func TestDeployNATSAuthentication(t *testing.T) {
+	for _, file := range clusterConfs(t) {
+		t.Run(filepath.ToSlash(file), func(t *testing.T) {
+			env := natsSecretEnv(file)
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			t.Setenv("SERVER_NAME", "test-1")
+			opts, err := server.ProcessConfigFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			users := map[string]string{}
+			for _, u := range opts.Users {
+				users[u.Username] = u.Password
+			}
+			for user, secret := range map[string]string{"timbus": "TIMBUS_NATS_PASSWORD", "decider": "DECIDER_PASSWORD", "auditor": "AUDITOR_PASSWORD"} {
+				if users[user] != natsSecrets[secret] {
+					t.Errorf("user %s: no password from $%s", user, secret)
+				}
+			}
+			if len(opts.Users) != 3 || opts.NoAuthUser != "" || opts.Authorization != "" || len(opts.Nkeys) != 0 {
+				t.Errorf("users %v, no_auth_user %q: want exactly timbus, decider and auditor", slices.Collect(maps.Keys(users)), opts.NoAuthUser)
+			}
+			// Routes: the nodes accept only user route, and dial each other
+			// with it.
+			if opts.Cluster.Username != "route" || opts.Cluster.Password != natsSecrets["ROUTE_PASSWORD"] {
+				t.Errorf("cluster authorization: user %q; want route with $ROUTE_PASSWORD", opts.Cluster.Username)
+			}
+			for _, r := range opts.Routes {
+				if pw, _ := r.User.Password(); r.User.Username() != "route" || pw != natsSecrets["ROUTE_PASSWORD"] {
+					t.Errorf("route %s does not log in as route", r.Redacted())
+				}
+			}
+			if strings.Contains(filepath.ToSlash(file), "/supercluster/") {
+				// A gateway dials with the gateway block's user when its URL
+				// has none.
+				if opts.Gateway.Username != "gateway" || opts.Gateway.Password != natsSecrets["GATEWAY_PASSWORD"] {
+					t.Errorf("gateway authorization: user %q; want gateway with $GATEWAY_PASSWORD", opts.Gateway.Username)
+				}
+			}
+
+			// Every secret is needed: without one, the node does not start.
+			for _, name := range confVariables(t, file) {
+				if name == "SERVER_NAME" {
+					continue
+				}
+				if _, ok := env[name]; !ok {
+					t.Errorf("$%s is no secret the deployments provide", name)
+					continue
+				}
+				t.Run("without "+name, func(t *testing.T) {
+					t.Setenv(name, "")
+					os.Unsetenv(name)
+					if _, err := server.ProcessConfigFile(file); err == nil {
+						t.Errorf("accepted without $%s", name)
+					}
+				})
+			}
+		})
+	}
+}
+
+// startDeployNode runs the node of file alone, on a free loopback port with
+// its JetStream store in a temporary directory: its users and rights as
+// shipped, without routes, gateways or monitoring.
+func startDeployNode(t *testing.T, file string) *server.Server {
+	t.Helper()
+	for k, v := range natsSecretEnv(file) {
+		t.Setenv(k, v)
+	}
+	t.Setenv("SERVER_NAME", "test-1")
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port = "127.0.0.1", -1
+	opts.HTTPHost, opts.HTTPPort = "", 0
+	opts.Cluster, opts.Routes, opts.Gateway = server.ClusterOpts{}, nil, server.GatewayOpts{}
+	opts.StoreDir = t.TempDir()
+	opts.JetStreamMaxStore = 64 << 20
+	opts.NoSigs, opts.NoLog = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS node not ready within 10s")
+	}
+	return ns
+}
+
+// violations collects the permission violations a NATS server reports to a
+// client.
+type violations struct {
+	mu   sync.Mutex
+	seen []string
+	more chan struct{}
+}
+
+func connectDeployUser(t *testing.T, url, user, password string) (*nats.Conn, *violations) {
+	t.Helper()
+	v := &violations{more: make(chan struct{}, 16)}
+	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.MaxReconnects(0),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				v.mu.Lock()
+				v.seen = append(v.seen, err.Error())
+				v.mu.Unlock()
+				select {
+				case v.more <- struct{}{}:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, v
+}
+
+// refused waits until the server has reported a violation on subject.
+func (v *violations) refused(t *testing.T, what, subject string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		v.mu.Lock()
+		found := slices.ContainsFunc(v.seen, func(s string) bool { return strings.Contains(s, `"`+subject+`"`) })
+		v.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-v.more:
+		case <-deadline:
+			t.Errorf("%s: no permission violation for %s", what, subject)
+			return
+		}
+	}
+}
+
+// TestDeployNATSUsersEndToEnd runs each shipped cluster node's users and
+// rights with timbus serve logged in as timbus: a decider logged in as
+// decider decides a callback, an auditor reads its audit record live and
+// from the stream, and neither an anonymous client nor the decider can do
+// more than that.
+func TestDeployNATSUsersEndToEnd(t *testing.T) {
+	for _, file := range clusterConfs(t) {
+		t.Run(filepath.ToSlash(file), func(t *testing.T) {
+			clearEnv(t)
+			prefix := "timbus"
+			if strings.Contains(filepath.ToSlash(file), "/supercluster/") {
+				// The prefix of the region's bridges (timbus-sg.yaml, ...).
+				prefix = "timbus." + strings.TrimSuffix(filepath.Base(file), ".conf")
+			}
+			ns := startDeployNode(t, file)
+			url := ns.ClientURL()
+
+			nc, err := nats.Connect(url, nats.MaxReconnects(0))
+			if err == nil {
+				nc.Close()
+				t.Fatal("an anonymous client connected")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Errorf("anonymous client: %v, want an authorization violation", err)
+			}
+			if nc, err := nats.Connect(url, nats.UserInfo("decider", natsSecrets["AUDITOR_PASSWORD"]), nats.MaxReconnects(0)); err == nil {
+				nc.Close()
+				t.Error("the decider logged in with another user's password")
+			}
+
+			const verdict = `{"ActionStatus":"OK","ErrorCode":120005,"ErrorInfo":"reserved"}`
+			decider, deciderViolations := connectDeployUser(t, url, "decider", natsSecrets["DECIDER_PASSWORD"])
+			if _, err := decider.QueueSubscribe(prefix+".decide.>", "deciders", func(m *nats.Msg) { _ = m.Respond([]byte(verdict)) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := decider.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			auditor, _ := connectDeployUser(t, url, "auditor", natsSecrets["AUDITOR_PASSWORD"])
+			live, err := auditor.SubscribeSync(prefix + ".audit.>")
+			if err != nil {
+				t.Fatal(err)
+			}
+			forged, err := auditor.SubscribeSync(prefix + ".*.forged.>")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := auditor.Flush(); err != nil {
+				t.Fatal(err)
+			}
+
+			// The password comes from the environment, as in the deployments.
+			t.Setenv(envName("nats-password"), natsSecrets["TIMBUS_NATS_PASSWORD"])
+			s := startServe(t, "--listen", "127.0.0.1:0", "--sdkappid", testApp, "--nats-url", url, "--nats-user", "timbus",
+				"--subject-prefix", prefix, "--audit-stream", "TIMBUS_AUDIT")
+			status, answer := postCallback(t, s.bridge.Addr(), testApp, createAccount, string(sampleBody(t, createAccount)))
+			if status != 200 || answer != verdict {
+				t.Fatalf("callback answered %d %s, want the decider's %s", status, answer, verdict)
+			}
+
+			m, err := live.NextMsg(5 * time.Second)
+			if err != nil || !strings.Contains(string(m.Data), createAccount) {
+				t.Fatalf("auditor, live: no audit record (%v)", err)
+			}
+			js, err := jetstream.New(auditor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cons, err := js.OrderedConsumer(ctx, "TIMBUS_AUDIT", jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				t.Fatalf("auditor: open the audit stream: %v", err)
+			}
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatalf("auditor: read the audit stream: %v", err)
+			}
+			got := 0
+			for m := range batch.Messages() {
+				got++
+				if !strings.Contains(string(m.Data()), createAccount) {
+					t.Errorf("auditor: stored record %s", m.Data())
+				}
+			}
+			if got == 0 {
+				t.Errorf("auditor: no record in the stream (%v)", batch.Error())
+			}
+
+			for _, subject := range []string{prefix + ".event.forged." + testApp, prefix + ".audit.forged." + testApp} {
+				if err := decider.Publish(subject, []byte(verdict)); err != nil {
+					t.Fatal(err)
+				}
+				deciderViolations.refused(t, "decider publish", subject)
+			}
+			if err := auditor.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := forged.NextMsg(0); err == nil {
+				t.Errorf("the decider's forged message got through on %s", m.Subject)
+			}
+		})
 	}
 }

@@ -8,7 +8,9 @@
 // Usage: node main.js [--nats-url URL] [--subject-prefix timbus]
 //                     [--banned spam,scam] [--blocked forbidden] [--queue NAME]
 // Each flag defaults to an environment variable: NATS_URL, SUBJECT_PREFIX,
-// BANNED, BLOCKED, QUEUE.
+// BANNED, BLOCKED, QUEUE. NATS_USER and NATS_PASSWORD (environment only, so
+// that ps does not show the password) log in to a server that requires it:
+// this client ignores credentials in the URL.
 
 import { parseArgs } from "node:util";
 import { connect, headers } from "@nats-io/transport-node";
@@ -33,6 +35,8 @@ Answers ${COMMAND} callbacks from timbus over NATS.
   --blocked LIST        words that block the message      (BLOCKED, default forbidden)
   --queue NAME          queue group; run copies to share  (QUEUE, default timbus-groupfilter)
   -h, --help            show this help
+
+NATS_USER and NATS_PASSWORD in the environment log in as that user.
 `;
 
 function config(argv, env) {
@@ -60,6 +64,8 @@ function config(argv, env) {
     servers: splitList(values["nats-url"]),
     subject: `${prefix}.decide.*.${COMMAND}`,
     queue: values.queue,
+    user: env.NATS_USER || undefined,
+    pass: env.NATS_PASSWORD || undefined,
     banned: splitList(values.banned),
     blocked: splitList(values.blocked),
   };
@@ -153,6 +159,8 @@ async function main() {
   log("info", "connecting", { servers: cfg.servers.join(",") });
   nc = await connect({
     servers: cfg.servers,
+    user: cfg.user,
+    pass: cfg.pass,
     name: "timbus-groupfilter",
     waitOnFirstConnect: true, // NATS may start after us
     maxReconnectAttempts: -1,
