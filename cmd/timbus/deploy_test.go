@@ -111,6 +111,10 @@ func TestDeployTimbusConfigsPassCheck(t *testing.T) {
 	for _, file := range files {
 		t.Run(filepath.ToSlash(file), func(t *testing.T) {
 			clearEnv(t)
+			if data, err := os.ReadFile(file); err == nil && regexp.MustCompile(`(?m)^nats-user:`).Match(data) {
+				// The password comes from the environment, a secret.
+				t.Setenv(envName("nats-password"), natsSecrets["TIMBUS_NATS_PASSWORD"])
+			}
 			out := checkConfig(t, "--config", file)
 			if !strings.HasPrefix(out, file+": ok\n") {
 				t.Errorf("output:\n%s", out)
@@ -627,11 +631,12 @@ func TestDeployCompose(t *testing.T) {
 		t.Run("check "+name, func(t *testing.T) {
 			clearEnv(t)
 			for k, v := range svc.Environment {
-				if !strings.Contains(v, "${") { // set by whoever runs compose
-					t.Setenv(k, v)
-				}
+				t.Setenv(k, composeInterpolate(v))
 			}
-			checkConfig(t, args...)
+			out := checkConfig(t, args...)
+			if !strings.Contains(out, "user timbus with password") {
+				t.Errorf("bridge %s does not log in to NATS as timbus:\n%s", name, out)
+			}
 		})
 
 		cfg := loadDeployConfig(t, configFile)
@@ -662,6 +667,52 @@ func TestDeployCompose(t *testing.T) {
 	}
 	if len(bridges) < 2 {
 		t.Errorf("bridges built from the Dockerfile's timbus stage: %v, want two", bridges)
+	}
+
+	// Every NATS node gets every secret its config reads.
+	for name, svc := range compose.Services {
+		for _, v := range svc.Volumes {
+			src, dst, _ := strings.Cut(v, ":")
+			if !strings.HasSuffix(src, ".conf") || !strings.HasPrefix(dst, "/etc/nats/") {
+				continue
+			}
+			conf := filepath.Join(dir, src)
+			env := natsSecretEnv(conf)
+			for _, k := range confVariables(t, conf) {
+				got, ok := svc.Environment[k]
+				if !ok {
+					t.Errorf("service %s: %s reads $%s, which its environment lacks", name, src, k)
+				} else if got := composeInterpolate(got); got != env[k] {
+					t.Errorf("service %s: $%s = %q with the test secrets, want %q", name, k, got, env[k])
+				}
+			}
+		}
+	}
+	// The deciders log in as decider: in the URL (Go), or NATS_USER and
+	// NATS_PASSWORD (Node.js, whose client ignores URL credentials).
+	for _, name := range []string{"officialaccount", "groupfilter"} {
+		env := compose.Services[name].Environment
+		user, pass := env["NATS_USER"], composeInterpolate(env["NATS_PASSWORD"])
+		for _, raw := range splitList(composeInterpolate(env["NATS_URL"])) {
+			u, err := url.Parse(raw)
+			if err != nil {
+				t.Fatalf("service %s: NATS_URL: %v", name, err)
+			}
+			if u.User != nil {
+				user = u.User.Username()
+				pass, _ = u.User.Password()
+			}
+			if user != "decider" || pass != natsSecrets["DECIDER_PASSWORD"] {
+				t.Errorf("service %s does not log in to %s as decider with $DECIDER_PASSWORD", name, u.Host)
+			}
+		}
+	}
+	// .env.example names every secret compose reads, and holds none.
+	example := string(readDeployFile(t, "compose", ".env.example"))
+	for _, k := range []string{"TIMBUS_NATS_PASSWORD", "DECIDER_PASSWORD", "AUDITOR_PASSWORD", "ROUTE_PASSWORD", "TIMBUS_TOKEN"} {
+		if !regexp.MustCompile(`(?m)^` + k + `=(replace-with-\S*)?$`).MatchString(example) {
+			t.Errorf(".env.example: no placeholder line for %s", k)
+		}
 	}
 	for _, want := range []string{"nats-1", "nats-2", "nats-3", "lb", "officialaccount", "groupfilter"} {
 		if _, ok := compose.Services[want]; !ok {
@@ -1131,4 +1182,20 @@ func TestDeployNATSUsersEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// composeInterpolate expands ${NAME}, ${NAME:-default} and ${NAME:?error}
+// in a compose value as compose would, with the test secrets as the .env
+// file.
+func composeInterpolate(v string) string {
+	return regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}`).ReplaceAllStringFunc(v, func(ref string) string {
+		m := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}`).FindStringSubmatch(ref)
+		if secret, ok := natsSecrets[m[1]]; ok {
+			return secret
+		}
+		if m[2] == "-" {
+			return m[3]
+		}
+		return ""
+	})
 }
