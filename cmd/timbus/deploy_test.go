@@ -374,10 +374,22 @@ func TestDeployKubernetes(t *testing.T) {
 		t.Fatalf("%s does not come from Secret timbus, or the Secret lacks its key", envName("token"))
 	}
 	clearEnv(t)
-	t.Setenv(envName("token"), token)
-	if out := checkConfig(t, "--config", configFile); !strings.Contains(out, "signed callbacks required (token set)") {
+	for _, e := range c.Env {
+		if ref := e.ValueFrom.SecretKeyRef; ref != nil && ref.Name == "timbus" {
+			if _, ok := secret.StringData[ref.Key]; !ok {
+				t.Errorf("env %s: Secret timbus has no key %s", e.Name, ref.Key)
+			}
+			t.Setenv(e.Name, secret.StringData[ref.Key])
+		}
+	}
+	out := checkConfig(t, "--config", configFile)
+	if !strings.Contains(out, "signed callbacks required (token set)") {
 		t.Errorf("check with the Secret's token:\n%s", out)
 	}
+	if !strings.Contains(out, "user timbus with password") {
+		t.Errorf("timbus does not log in to NATS as timbus with the Secret's password:\n%s", out)
+	}
+	checkNATSValuesSecrets(t, secret)
 
 	svc := object(t, objects, "Service/timbus")
 	var svcSpec struct {
@@ -1198,4 +1210,68 @@ func composeInterpolate(v string) string {
 		}
 		return ""
 	})
+}
+
+// checkNATSValuesSecrets: every $NAME the NATS Helm values put in the
+// server's config (<< $NAME >>) is an environment variable of the NATS
+// container, taken from Secret timbus or built from such variables; and
+// they cover every secret the cluster configs of deploy/nats read.
+func checkNATSValuesSecrets(t *testing.T, secret manifest) {
+	t.Helper()
+	raw := string(readDeployFile(t, "kubernetes", "nats-values.yaml"))
+	var values struct {
+		Container struct {
+			Env map[string]yaml.Node `yaml:"env"`
+		} `yaml:"container"`
+	}
+	if err := yamlDocs(t, deployPath("kubernetes", "nats-values.yaml"))[0].Decode(&values); err != nil {
+		t.Fatal(err)
+	}
+	fromSecret := map[string]bool{}
+	names := slices.Sorted(maps.Keys(values.Container.Env))
+	for i, name := range names {
+		n := values.Container.Env[name]
+		if n.Kind == yaml.ScalarNode {
+			// $(NAME) expands only names defined before it; the chart
+			// lists them in name order.
+			for _, m := range regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).FindAllStringSubmatch(n.Value, -1) {
+				if !slices.Contains(names[:i], m[1]) {
+					t.Errorf("nats-values.yaml: env %s uses $(%s), not defined before it", name, m[1])
+				}
+			}
+			continue
+		}
+		var ref struct {
+			ValueFrom struct {
+				SecretKeyRef struct{ Name, Key string } `yaml:"secretKeyRef"`
+			} `yaml:"valueFrom"`
+		}
+		if err := n.Decode(&ref); err != nil {
+			t.Fatalf("nats-values.yaml: env %s: %v", name, err)
+		}
+		if r := ref.ValueFrom.SecretKeyRef; r.Name != "timbus" || secret.StringData[r.Key] == "" {
+			t.Errorf("nats-values.yaml: env %s: from %+v, want a key of Secret timbus", name, r)
+		}
+		fromSecret[name] = true
+	}
+	uncommented := regexp.MustCompile(`(?m)^\s*#.*$`).ReplaceAllString(raw, "")
+	used := regexp.MustCompile(`<< \$([A-Za-z_][A-Za-z0-9_]*) >>`).FindAllStringSubmatch(uncommented, -1)
+	if len(used) == 0 {
+		t.Error("nats-values.yaml: no password from the environment")
+	}
+	for _, m := range used {
+		if _, ok := values.Container.Env[m[1]]; !ok {
+			t.Errorf("nats-values.yaml uses $%s, which the NATS container's env lacks", m[1])
+		}
+	}
+	for _, name := range confVariables(t, deployPath("nats", "nats-1.conf")) {
+		if !strings.HasPrefix(name, "NATS_ROUTE_") && !fromSecret[name] {
+			t.Errorf("deploy/nats/nats-1.conf reads $%s; the NATS pods do not get it from the Secret", name)
+		}
+	}
+	for _, user := range []string{"timbus", "decider", "auditor"} {
+		if !strings.Contains(raw, "- user: "+user+"\n") {
+			t.Errorf("nats-values.yaml: no user %s", user)
+		}
+	}
 }
