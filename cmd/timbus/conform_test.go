@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"strconv"
@@ -134,6 +135,9 @@ func TestConformFailures(t *testing.T) {
 		decider func(t *testing.T, nc *nats.Conn, subject string) // nil: no decider
 		want    string                                            // the row's DETAIL
 		silent  bool                                              // no decider answered
+		// timeout is conform's --timeout: long enough for a loaded machine,
+		// unless the case is about a late reply.
+		timeout string
 	}{
 		{
 			name: "garbage", command: createOA,
@@ -150,8 +154,9 @@ func TestConformFailures(t *testing.T) {
 					_ = m.Respond([]byte(allowReply))
 				})
 			},
-			want:   "no reply within 200ms",
-			silent: true,
+			want:    "no reply within 200ms",
+			silent:  true,
+			timeout: "200ms",
 		},
 		{
 			name: "code of another command", command: createOA,
@@ -209,8 +214,9 @@ func TestConformFailures(t *testing.T) {
 			if tt.decider != nil {
 				tt.decider(t, nc, protocol.Subject("timbus", "decide", "1400000001", tt.command))
 			}
+			timeout := cmp.Or(tt.timeout, "1500ms")
 			code, stdout, stderr := runTimbus(t, context.Background(), "conform",
-				"--nats-url", ns.ClientURL(), "--timeout", "200ms", "--command", tt.command)
+				"--nats-url", ns.ClientURL(), "--timeout", timeout, "--command", tt.command)
 			if code != exitFailure {
 				t.Errorf("exit code %d, want %d; stderr %q", code, exitFailure, stderr)
 			}
