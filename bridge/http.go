@@ -470,10 +470,7 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 	b.log.Info().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(OutcomeRejected)).Str(logKeyReason, reason).
 		Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)
 
-	e := b.audit.entry()
-	e.subject = b.cfg.SubjectPrefix + "." + protocol.KindAudit + "." + protocol.RejectedToken + "." + reason
-	e.received = ctx.Time()
-	e.id = e.keep(id)
+	e := b.rejectedEntry(reason, id, ctx.Time())
 	args := ctx.QueryArgs()
 	if appID := args.Peek("SdkAppid"); len(appID) > 0 {
 		e.app = string(appID)
@@ -483,6 +480,27 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 	e.query = string(redactSign(args.QueryString()))
 	e.remote = ctx.RemoteAddr().String()
 	e.latency = time.Since(ctx.Time())
+	b.audit.submit(e)
+}
+
+// rejectedEntry starts the audit record of a refusal.
+func (b *Bridge) rejectedEntry(reason string, id []byte, received time.Time) *auditEntry {
+	e := b.audit.entry()
+	e.subject = b.cfg.SubjectPrefix + "." + protocol.KindAudit + "." + protocol.RejectedToken + "." + reason
+	e.received = received
+	e.id = e.keep(id)
+	return e
+}
+
+// auditRefusal records a refusal that came before any request, such as a
+// client certificate refused in the TLS handshake.
+func (b *Bridge) auditRefusal(reason string, status int, msg string, remote net.Addr) {
+	now := time.Now()
+	e := b.rejectedEntry(reason, b.ids.appendNext(nil), now)
+	e.outcome, e.status, e.code, e.reason = OutcomeRejected, status, 1, msg
+	if remote != nil {
+		e.remote = remote.String()
+	}
 	b.audit.submit(e)
 }
 

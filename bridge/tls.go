@@ -204,7 +204,7 @@ func newTLSConfig(certs *certStore, clientCAs *x509.CertPool) *tls.Config {
 // for fasthttp's RequestCtx.IsTLS.
 type tlsConn struct {
 	*tls.Conn
-	failed func(error)
+	failed func(net.Addr, error)
 	shook  bool // only fasthttp's serving goroutine reads
 }
 
@@ -212,7 +212,7 @@ func (c *tlsConn) Read(p []byte) (int, error) {
 	if !c.shook {
 		c.shook = true
 		if err := c.Handshake(); err != nil {
-			c.failed(err)
+			c.failed(c.RemoteAddr(), err)
 			var rhe tls.RecordHeaderError
 			if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
 				_, _ = rhe.Conn.Write(plainHTTPAnswer)
@@ -242,9 +242,11 @@ func (b *Bridge) wrapTLS(cfg *tls.Config) func(net.Conn) net.Conn {
 }
 
 // handshakeFailed counts a failed handshake and warns, at most every
-// tlsWarnEvery: strangers cause them, and must not flood the log. There is no
-// request, hence no audit record.
-func (b *Bridge) handshakeFailed(err error) {
+// tlsWarnEvery: strangers cause them, and must not flood the log. A client
+// refused for its certificate is audited like any refusal (with no request,
+// the record holds only the address and why); other failures — plain HTTP,
+// old TLS versions, port scans — are only counted, like read timeouts.
+func (b *Bridge) handshakeFailed(remote net.Addr, err error) {
 	if errors.Is(err, io.EOF) {
 		// A connection closed without a word: a TCP health check or port
 		// probe, not a refusal.
@@ -256,6 +258,9 @@ func (b *Bridge) handshakeFailed(err error) {
 		reason = reasonClientCert
 	}
 	b.metrics.reject(reason)
+	if reason == reasonClientCert {
+		b.auditRefusal(reason, fasthttp.StatusForbidden, "TLS handshake refused: "+err.Error(), remote)
+	}
 	if b.tlsWarn.pass(tlsWarnEvery) {
 		b.log.Warn().Err(err).Str(logKeyReason, reason).
 			Msg("TLS handshake failed; connection closed (counted in timbus_rejected_total; this warning comes at most every 10s)")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -124,6 +125,7 @@ func TestTLS_ClientCertRequired(t *testing.T) {
 	}
 	tb := startTLSBridge(t, func(c *Config) { c.TLSClientCA = caFile })
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
+	audited := subscribe(t, tb.nc, "timbus.audit.rejected.client_cert")
 	stranger := testpki.NewCA(t, "some other CA")
 	refused := 0
 	for _, tc := range []struct {
@@ -155,6 +157,20 @@ func TestTLS_ClientCertRequired(t *testing.T) {
 		return nil
 	})
 	checkMetrics(t, tb.testBridge, map[string]string{`timbus_rejected_total{reason="tls_handshake"}`: "0"})
+	// Each refused certificate is audited like any refusal.
+	waitFor(t, 5*time.Second, func() error {
+		if got := len(audited.all()); got != refused {
+			return fmt.Errorf("%d client_cert audit records, want %d", got, refused)
+		}
+		return nil
+	})
+	for _, m := range audited.all() {
+		var rec map[string]any
+		if err := json.Unmarshal(m.Data, &rec); err != nil || rec["outcome"] != "rejected" || rec["remote"] == nil ||
+			!strings.Contains(fmt.Sprint(rec["reason"]), "TLS handshake refused") {
+			t.Errorf("client_cert audit record %s (%v)", m.Data, err)
+		}
+	}
 	// One warning for three failures: strangers do not flood the log.
 	if n := strings.Count(strings.Join(tb.logs.lines(), "\n"), "TLS handshake failed"); n != 1 {
 		t.Errorf("%d handshake warnings logged, want 1", n)
