@@ -480,7 +480,10 @@ func TestFault_Overload(t *testing.T) {
 	const maxInflight = 8
 	ns := runNATSOn(t, freePort(t))
 	tb := runBridge(t, ns.ClientURL(), func(c *Config) {
-		c.Timeout = 500 * time.Millisecond
+		// Long enough that the callbacks holding the cap are still held when
+		// the burst ends on a loaded machine: past their deadline, they
+		// would free the cap and let burst callbacks in to wait.
+		c.Timeout = 1500 * time.Millisecond
 		c.MaxInflight = maxInflight
 	})
 	release := make(chan struct{})
@@ -526,6 +529,9 @@ func TestFault_Overload(t *testing.T) {
 	burstStart := time.Now()
 	load(32, burst, 10*time.Second, nil, func(int) { shed.add(c.post(url, body)) })
 	burstTook := time.Since(burstStart)
+	if inflight := tb.inflight.Load(); inflight != maxInflight {
+		t.Errorf("after the burst %d callbacks in flight, want the %d held ones", inflight, maxInflight)
+	}
 	releaseOnce.Do(func() { close(release) })
 	wg.Wait()
 	heapAfter := heapAfterGC()
