@@ -1,23 +1,17 @@
 package natstest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+
+	"github.com/timbus-dev/timbus/internal/testpki"
 )
 
 // PKI is a private CA with a server certificate (127.0.0.1, localhost) and
@@ -30,40 +24,23 @@ type PKI struct {
 // NewPKI makes a fresh CA and its two certificates in dir.
 func NewPKI(tb testing.TB, dir string) *PKI {
 	tb.Helper()
-	caKey := newKey(tb)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "timbus test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	p := &PKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	p.CA = writePEM(tb, dir, "ca.pem", "CERTIFICATE", caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		key := newKey(tb)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
+	ca := testpki.NewCA(tb, "timbus test CA")
+	p := &PKI{pool: ca.Pool(), CA: filepath.Join(dir, "ca.pem")}
+	testpki.WriteAtomic(tb, p.CA, ca.PEM)
+	for _, leaf := range []struct {
+		pair       testpki.Pair
+		cert, key  *string
+		subdirName string
+	}{
+		{ca.Server(tb, 2, "server"), &p.ServerCert, &p.ServerKey, "server"},
+		{ca.Client(tb, 3, "client"), &p.ClientCert, &p.ClientKey, "client"},
+	} {
+		sub := filepath.Join(dir, leaf.subdirName)
+		if err := os.MkdirAll(sub, 0o700); err != nil {
 			tb.Fatal(err)
 		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return writePEM(tb, dir, name+".pem", "CERTIFICATE", der), writePEM(tb, dir, name+"-key.pem", "EC PRIVATE KEY", keyDER)
+		*leaf.cert, *leaf.key = leaf.pair.Files(tb, sub)
 	}
-	p.ServerCert, p.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.ClientCert, p.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
 	return p
 }
 
@@ -84,22 +61,6 @@ func (p *PKI) Serve(tb testing.TB, opts *server.Options, verifyClients bool) {
 	opts.TLS = true
 	opts.TLSVerify = verifyClients
 	opts.TLSTimeout = 2
-}
-
-func newKey(tb testing.TB) *ecdsa.PrivateKey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(tb testing.TB, dir, name, kind string, der []byte) string {
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return path
 }
 
 // Operator is decentralised auth: an operator, one account, and .creds
