@@ -180,15 +180,7 @@ subjects and prints records as the bridge publishes them, until Ctrl-C (as if
 Flags:
   --nats-url URL[,URL...]  NATS servers (default $%s, else
                            %s)
-  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
-  --nats-nkey FILE         file holding an NKey user seed
-  --nats-user USER         NATS user, with --nats-password
-  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
-  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
-  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
-  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
-                           (each also as TIMBUS_<FLAG>, as for timbus serve)
-  --stream NAME            JetStream stream holding the records
+`+natsAuthHelp+`  --stream NAME            JetStream stream holding the records
   --subject-prefix P       subject prefix, as given to timbus serve (default:
                            with --stream, the prefix the stream captures
                            <P>.audit.> for; otherwise %q)

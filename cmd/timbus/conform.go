@@ -132,15 +132,7 @@ staging NATS if that matters.
 Flags:
   --nats-url URL[,URL...]  NATS servers the deciders connect to (required; or
                            set %s)
-  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
-  --nats-nkey FILE         file holding an NKey user seed
-  --nats-user USER         NATS user, with --nats-password
-  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
-  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
-  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
-  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
-                           (each also as TIMBUS_<FLAG>, as for timbus serve)
-  --sdkappid ID            SdkAppid in the subjects and headers (default %q)
+`+natsAuthHelp+`  --sdkappid ID            SdkAppid in the subjects and headers (default %q)
   --command CMD[,CMD...]   command to check; repeat the flag or separate
                            commands with commas (default: see above)
   --subject-prefix P       subject prefix, as given to timbus serve

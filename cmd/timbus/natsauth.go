@@ -62,3 +62,15 @@ func (f *natsAuthFlags) connectError(url string, err error) string {
 	}
 	return msg
 }
+
+// natsAuthHelp is the credential flags' part of the help of audit, replay
+// and conform.
+const natsAuthHelp = `  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
+  --nats-nkey FILE         file holding an NKey user seed
+  --nats-user USER         NATS user, with --nats-password
+  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
+  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
+  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
+  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
+                           (each also as TIMBUS_<FLAG>, as for timbus serve)
+`

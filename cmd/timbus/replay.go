@@ -165,15 +165,7 @@ Flags:
   --stream NAME            JetStream stream holding the audit records (required)
   --nats-url URL[,URL...]  NATS servers (default $%s, else
                            %s)
-  --nats-creds FILE        NATS .creds file (user JWT and NKey seed)
-  --nats-nkey FILE         file holding an NKey user seed
-  --nats-user USER         NATS user, with --nats-password
-  --nats-password P        NATS password (prefer TIMBUS_NATS_PASSWORD)
-  --nats-token TOKEN       NATS token (prefer TIMBUS_NATS_TOKEN)
-  --nats-tls-ca FILE       PEM CAs trusted for the NATS server's certificate
-  --nats-tls-cert FILE     client certificate, with --nats-tls-key FILE
-                           (each also as TIMBUS_<FLAG>, as for timbus serve)
-  --since D                only callbacks received in the last D (e.g. 10m,
+`+natsAuthHelp+`  --since D                only callbacks received in the last D (e.g. 10m,
                            2h), or since an RFC 3339 time
                            (2026-01-02T15:04:05Z)
   --command C[,C...]       only these callback commands
