@@ -453,6 +453,7 @@ func TestBridge_NATSDown(t *testing.T) {
 	if got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate)); got.body != oaCreateDeny {
 		t.Fatalf("before the outage: %s", got.body)
 	}
+	tb.auditSettled(t) // the record of the callback before the outage is out
 	tb.ns.Shutdown()
 	tb.ns.WaitForShutdown()
 	waitFor(t, 5*time.Second, func() error {
