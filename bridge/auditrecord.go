@@ -9,6 +9,16 @@ import (
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
+// Why not encoding/json: marshalling protocol.AuditRecord neither bounds a
+// record to NATS's maximum payload (cutting the JSON values and saying so in
+// "truncated") nor turns a raw value that is not valid JSON into a string:
+// json.Marshal fails on such a json.RawMessage, and strangers write the body
+// and the decider the answer. It is also slower:
+// BenchmarkAuditEncodeVersusEncodingJSON (the record of BenchmarkAuditEncode),
+// same run on the 2-core dev machine (shared, so ranges over 4 runs):
+// ~600-1100 ns and 0 allocs here, ~2900-3100 ns and 2 allocs (688 B) for
+// json.Marshal of the same fields.
+//
 // The encoder below writes every audit record, and alone decides what goes
 // into one: callers hand it bytes from strangers (Tencent's body and query,
 // a decider's reply) and it guarantees that the record is one valid JSON

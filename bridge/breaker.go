@@ -26,6 +26,17 @@ func DefaultBreakerConfig() BreakerConfig {
 // breaker is one command's circuit breaker. It counts with atomics: a
 // decision never waits on a lock, and counts at a window's edge may be a
 // little off, which does not matter for its purpose.
+//
+// Why not github.com/sony/gobreaker/v2: it can express the same rule
+// (Interval as Window, Timeout as Cooldown, MaxRequests 1 for the probe, a
+// ReadyToTrip on the ratio), but every request takes its mutex twice
+// (beforeRequest, afterRequest) and the two-step form the request path needs
+// (ask, then count after the NATS round trip) allocates the done closure of
+// TwoStepCircuitBreaker.Allow on every callback; the hot path allocates
+// nothing per request. BenchmarkBreakerVersusGobreaker, closed breaker, same
+// run on the 2-core dev machine (shared, so ranges over 4 runs): ~100-180 ns
+// and 0 allocs here, ~165-200 ns and 1 alloc (48 B) for gobreaker; from
+// both cores at once ~70-150 ns against ~170-225 ns.
 type breaker struct {
 	cfg         BreakerConfig
 	windowStart atomic.Int64 // unix nanos

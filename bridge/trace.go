@@ -5,6 +5,15 @@ import (
 	"math/rand/v2"
 )
 
+// Why not a library: the maintained traceparent parser is OpenTelemetry's
+// propagation.TraceContext, which reads from a context and a header carrier
+// and would bring the OpenTelemetry API in for 55 bytes; timbus only checks
+// the incoming value and swaps the span id, on the request path, without
+// allocating. BenchmarkTraceparentVersusPlain, same run on the 2-core dev
+// machine (shared, so ranges over 4 runs): ~90-220 ns and 0 allocs here,
+// ~440-790 ns and 6 allocs (224 B) for the same done the plain way
+// (strings.Split, hex.DecodeString, string concatenation).
+
 // HeaderTraceparent carries W3C trace context (OpenTelemetry's propagation
 // format) from Tencent's request, if it has one, to the deciders.
 const HeaderTraceparent = "traceparent"

@@ -45,6 +45,21 @@ func defaultServeConfig() *serveConfig {
 // option is one setting of "timbus serve". Its name is at once the flag, the
 // config file key and, through envName, the environment variable, so the
 // three can never drift apart.
+//
+// Why not github.com/peterbourgon/ff/v3 or github.com/knadh/koanf/v2: the
+// layering is the easy part; what timbus needs is to know, after parsing,
+// where each value came from, so that an error the bridge finds later names
+// the flag, variable or file key to fix (serveConfig.from, explain in
+// serve.go). ff.Parse (v3.4.0) applies env and file values with fs.Set and
+// keeps no record of it: their origin appears only in an error during the
+// parse ("error setting flag %q from config file", without the file or
+// line). Its ffyaml flattens the file with gopkg.in/yaml.v2 (a second YAML
+// library) into flag names, so the apps, commands and streams sections,
+// which have no flag form, would still need the strict decoding below, and
+// an unknown key gets no "did you mean". koanf's Load merges each provider's
+// map into one, with no record of which provider set a key; finding the
+// origin again means loading every layer on its own, which is what pick
+// does in a dozen lines.
 type option struct {
 	name  string
 	arg   string // the value's placeholder in help

@@ -6,6 +6,17 @@
 // key twice once decoded: "Error\u0043ode" is "ErrorCode", and a reader of
 // the document would take one of the two values, which one depending on its
 // decoder.
+//
+// Why not encoding/json: it has no way to look into a document without
+// decoding it (a json.Decoder's tokens and an Unmarshal into
+// json.RawMessage values allocate); json.Valid accepts invalid UTF-8
+// ("\xff" inside a string), which Check refuses; and Unmarshal takes the last of two keys that
+// match, case-insensitively ({"ErrorCode":1,"errorcode":0} gives 0), where
+// a reply's reader must see the one value every decoder sees. It is slower
+// too: BenchmarkValid and BenchmarkCheck report this package's time over
+// json.Valid's in the same run ("x_encoding_json"): 0.34 for Valid, 0.24
+// (ASCII) and 0.29 (Chinese text) for Check on the 2-core dev machine,
+// with 0 allocs.
 package jsonscan
 
 import (
