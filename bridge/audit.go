@@ -22,6 +22,8 @@ const auditQueueLen = 16384
 // publishing happen on the auditor's own goroutine.
 type auditor struct {
 	nc *nats.Conn
+	// group runs the auditor's goroutines; its context bounds publishes.
+	group *group
 	// js, when set, publishes to the audit stream with acknowledgements.
 	js jetstream.JetStream
 	// noStream, when set, hears of the errors of records sent again, so
@@ -109,9 +111,10 @@ func (e *auditEntry) keep(b []byte) span {
 
 func (e *auditEntry) get(s span) []byte { return e.buf[s.start:s.end] }
 
-func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
+func newAuditor(g *group, nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
 	a := &auditor{
 		nc:      nc,
+		group:   g,
 		log:     log,
 		prefix:  prefix,
 		entries: make(chan *auditEntry, auditQueueLen),
@@ -124,7 +127,7 @@ func newAuditor(nc *nats.Conn, prefix string, log zerolog.Logger) *auditor {
 		connected: nc.StatusChanged(nats.CONNECTED),
 	}
 	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
-	go a.run()
+	g.Go(func(context.Context) { a.run() })
 	return a
 }
 
@@ -206,7 +209,7 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 		// At once when connected: the records queued behind one that waited
 		// have often failed only because it did, and go through in turn.
 		if a.nc.IsConnected() {
-			ctx, cancel := context.WithTimeout(context.Background(), auditAckWait)
+			ctx, cancel := context.WithTimeout(a.group.ctx, auditAckWait)
 			_, err = a.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(auditRetries))
 			cancel()
 			if err == nil {
@@ -348,7 +351,7 @@ func (a *auditor) release(e *auditEntry) {
 
 func (a *auditor) run() {
 	acksDone := make(chan struct{})
-	go a.watchAcks(acksDone)
+	a.group.Go(func(context.Context) { a.watchAcks(acksDone) })
 	defer func() {
 		close(a.acks)
 		<-acksDone

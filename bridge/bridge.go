@@ -31,6 +31,10 @@ type Bridge struct {
 	ids       *requestIDs
 	exchanges sync.Pool
 
+	// group runs every goroutine the bridge starts; its context, cancelled
+	// by Shutdown, is the parent of those the bridge makes on its own.
+	group *group
+
 	started  atomic.Bool
 	stopping atomic.Bool
 	draining atomic.Bool
@@ -89,6 +93,7 @@ func New(cfg Config) (*Bridge, error) {
 		log:          cfg.Logger.With().Str(logKeyComponent, "bridge").Logger(),
 		apps:         make(map[string]*appRoutes, len(cfg.Apps)),
 		ids:          newRequestIDs(),
+		group:        newGroup(),
 		natsClosed:   make(chan struct{}),
 		serveDone:    make(chan struct{}),
 		registryStop: make(chan struct{}),
@@ -128,13 +133,27 @@ func New(cfg Config) (*Bridge, error) {
 // configured) and starts serving HTTP. It returns once the listener is open.
 // An unreachable external NATS does not stop Start: the bridge keeps trying
 // and answers callbacks with their default verdict meanwhile.
-func (b *Bridge) Start(ctx context.Context) error {
+func (b *Bridge) Start(ctx context.Context) (err error) {
 	if !b.started.CompareAndSwap(false, true) {
 		return ErrStarted
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// What is set up so far, undone in reverse order if a later step fails.
+	var undo []func()
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		// The steps undone have stopped their goroutines; the rest (a
+		// stream set-up retrying) end with the group's context.
+		b.group.close()
+		b.group.wg.Wait()
+	}()
 	url := b.cfg.NATSURL
 	var embedded []nats.Option
 	if url == "" {
@@ -143,6 +162,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			return err
 		}
 		b.ns = ns
+		undo = append(undo, b.stopEmbeddedNATS)
 		url = ns.ClientURL()
 		embedded = connect
 	}
@@ -172,19 +192,18 @@ func (b *Bridge) Start(ctx context.Context) error {
 	// throughput over loopback).
 	authOpts, err := b.cfg.NATSAuth.Options()
 	if err != nil {
-		b.stopEmbeddedNATS()
 		return err
 	}
 	opts = append(append(opts, authOpts...), embedded...)
 	nc, err := b.connectNATS(url, opts)
 	if err != nil {
-		b.stopEmbeddedNATS()
 		if IsAuthError(err) {
 			return fmt.Errorf("%w: %w: connect %s as %s: %w", ErrNATS, ErrNATSAuth, RedactURLs(url), b.cfg.NATSAuth, urlError{err, url})
 		}
 		return fmt.Errorf("%w: connect %s: %w", ErrNATS, RedactURLs(url), urlError{err, url})
 	}
 	b.nc = nc
+	undo = append(undo, nc.Close)
 	if nc.IsConnected() {
 		if limit := nc.MaxPayload(); int64(b.cfg.MaxBodySize)+payloadHeadroom > limit {
 			b.log.Warn().Int64("nats_max_payload", limit).Int("max_body_size", b.cfg.MaxBodySize).
@@ -192,45 +211,36 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}
 
-	b.audit = newAuditor(nc, b.cfg.SubjectPrefix, b.log)
+	b.audit = newAuditor(b.group, nc, b.cfg.SubjectPrefix, b.log)
+	undo = append(undo, func() { _ = b.audit.stop(ctx) }) // nothing was audited yet
 	if b.ns != nil {
 		// Interest is counted in the account timbus publishes in.
 		acc := b.ns.GlobalAccount()
 		if b.natsAccount != "" {
 			if acc, err = b.ns.LookupAccount(b.natsAccount); err != nil {
-				_ = b.audit.stop(ctx) // nothing was audited yet
-				nc.Close()
-				b.stopEmbeddedNATS()
 				return fmt.Errorf("%w: account %s: %w", ErrNATS, b.natsAccount, err)
 			}
 		}
 		b.audit.interest = acc.SubscriptionInterest
 	}
-	b.mux, err = newReplyMux(nc)
+	b.mux, err = newReplyMux(b.group, nc)
 	if err != nil {
-		_ = b.audit.stop(ctx) // nothing was audited yet
-		nc.Close()
-		b.stopEmbeddedNATS()
-		return fmt.Errorf("%w: reply subscription: %v", ErrNATS, err)
+		return fmt.Errorf("%w: reply subscription: %w", ErrNATS, err)
 	}
+	undo = append(undo, b.mux.stop)
 	b.mux.late = b.lateReply
 	b.mux.shadow = func(c *call, reply *nats.Msg, outcome Outcome) {
 		b.shadowAnswered(c.shadowRoute, c.shadowOf, reply, outcome, nil)
 	}
 	if err := b.streams(ctx); err != nil {
-		_ = b.audit.stop(ctx) // nothing was audited yet
-		nc.Close()
-		b.stopEmbeddedNATS()
 		return err
 	}
 
 	ln, err := net.Listen("tcp", b.cfg.Listen)
 	if err != nil {
-		_ = b.audit.stop(ctx) // nothing was audited yet
-		nc.Close()
-		b.stopEmbeddedNATS()
-		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.Listen, err)
+		return fmt.Errorf("%w: %s: %w", ErrListen, b.cfg.Listen, err)
 	}
+	undo = append(undo, func() { ln.Close() })
 	limits := newConnLimits(b.cfg.MaxConns, b.cfg.MaxConnsPerIP, b.metrics.reject, b.log)
 	b.ln = newListener(ln, "callback", b.log, limits)
 	if b.tlsCfg != nil {
@@ -252,17 +262,12 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	if b.cfg.MetricsListen != "" {
 		if err := b.serveOps(); err != nil {
-			ln.Close()
-			b.mux.stop()
-			_ = b.audit.stop(ctx) // nothing was audited yet
-			nc.Close()
-			b.stopEmbeddedNATS()
 			return err
 		}
 	}
-	b.confirm = newConfirmer(nc)
-	go b.serve()
-	go b.watchDeciders(b.cfg.RegistryInterval)
+	b.confirm = newConfirmer(b.group, nc)
+	b.group.Go(func(context.Context) { b.serve() })
+	b.group.Go(func(context.Context) { b.watchDeciders(b.cfg.RegistryInterval) })
 	started := b.log.Info().Str("listen", ln.Addr().String()).Str("path", b.cfg.Path).Str("nats", RedactURLs(b.NATSURL())).
 		Bool("embedded_nats", b.ns != nil).Bool("https", b.certs != nil).Bool("client_certs_required", b.cfg.TLSClientCA != "")
 	if ops := b.OpsAddr(); ops != "" {
@@ -322,7 +327,7 @@ func (b *Bridge) warnOverFileLimit() {
 func (b *Bridge) serveOps() error {
 	ln, err := net.Listen("tcp", b.cfg.MetricsListen)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrListen, b.cfg.MetricsListen, err)
+		return fmt.Errorf("%w: %s: %w", ErrListen, b.cfg.MetricsListen, err)
 	}
 	b.opsLn = newListener(ln, "ops", b.log, nil)
 	b.opsSrv = &fasthttp.Server{
@@ -336,7 +341,7 @@ func (b *Bridge) serveOps() error {
 		},
 		Logger: fasthttpLogger{b.log},
 	}
-	go func() { _ = b.opsSrv.Serve(b.opsLn) }()
+	b.group.Go(func(context.Context) { _ = b.opsSrv.Serve(b.opsLn) })
 	return nil
 }
 
@@ -384,8 +389,10 @@ func (b *Bridge) NATSURL() string {
 }
 
 // Shutdown stops accepting callbacks, lets those in flight finish (each
-// within its own deadline), drains the NATS connection and stops the embedded
-// server. It is safe to call more than once; later calls return nil at once.
+// within its own deadline), drains the NATS connection, stops the embedded
+// server and waits for every goroutine the bridge started, all within ctx:
+// past its deadline, it returns an error saying what was left. It is safe
+// to call more than once; later calls return nil at once.
 func (b *Bridge) Shutdown(ctx context.Context) error {
 	if !b.started.Load() || !b.stopping.CompareAndSwap(false, true) {
 		return nil
@@ -432,6 +439,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// Audit records are published or given up: what the bridge still does
+	// on its own (stream set-up, publishes past their deadline) can stop.
+	b.group.cancel()
 	if b.nc != nil {
 		if err := b.nc.Drain(); err != nil {
 			b.nc.Close()
@@ -449,6 +459,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("bridge: stop metrics listener: %w", err))
 		}
 		_ = b.opsLn.Close() // as for ln above
+	}
+	if err := b.group.wait(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	b.log.Info().Msg("timbus bridge stopped")
 	return errors.Join(errs...)
@@ -471,15 +484,15 @@ func (b *Bridge) startEmbeddedNATS() (*server.Server, []nats.Option, error) {
 		// error is clear and immediate.
 		probe, err := net.Listen("tcp", listen)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: embedded server cannot listen on %s: %v", ErrNATS, listen, err)
+			return nil, nil, fmt.Errorf("%w: embedded server cannot listen on %s: %w", ErrNATS, listen, err)
 		}
 		probe.Close()
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: embedded server: %v", ErrNATS, err)
+		return nil, nil, fmt.Errorf("%w: embedded server: %w", ErrNATS, err)
 	}
-	go ns.Start()
+	b.group.Go(func(context.Context) { ns.Start() })
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
 		return nil, nil, fmt.Errorf("%w: embedded server did not start listening on %s", ErrNATS, listen)

@@ -336,7 +336,7 @@ func (c *Config) Validate() error {
 		values []string
 	}{{"allow-cidr", c.AllowCIDRs}, {"trusted-proxy", c.TrustedProxies}} {
 		if _, err := parsePrefixes(list.values); err != nil {
-			return bad(list.field, list.values, fmt.Errorf("%w: %v", ErrInvalidValue, err))
+			return bad(list.field, list.values, fmt.Errorf("%w: %w", ErrInvalidValue, err))
 		}
 	}
 	for _, st := range []struct {

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -50,9 +51,9 @@ var (
 	errConfirmReconnected = fmt.Errorf("%w: the connection to NATS was replaced before the event was confirmed", ErrNATS)
 )
 
-func newConfirmer(nc *nats.Conn) *confirmer {
+func newConfirmer(g *group, nc *nats.Conn) *confirmer {
 	c := &confirmer{nc: nc, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	go c.run()
+	g.Go(func(context.Context) { c.run() })
 	return c
 }
 
@@ -135,7 +136,7 @@ func (c *confirmer) flush(batch []*confirmWait) {
 		if err = c.nc.FlushTimeout(until.Sub(now)); errors.Is(err, nats.ErrTimeout) {
 			err = errConfirmTimeout
 		} else if err != nil {
-			err = fmt.Errorf("%w: confirm the event: %v", ErrNATS, err)
+			err = fmt.Errorf("%w: confirm the event: %w", ErrNATS, err)
 		}
 	}
 	epoch := c.epoch()

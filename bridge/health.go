@@ -136,7 +136,7 @@ func (b *Bridge) refreshDeciders() {
 	if !b.nc.IsConnected() {
 		return
 	}
-	infos := discoverServices(b.nc, 500*time.Millisecond, b.registryStop)
+	infos := discoverServices(b.group.ctx, b.nc, 500*time.Millisecond, b.registryStop)
 	live := map[string]int{}
 	for _, a := range b.appList {
 		for name, rt := range a.known {
@@ -160,8 +160,8 @@ func (b *Bridge) refreshDeciders() {
 }
 
 // discoverServices gathers the $SRV.INFO answers that arrive within wait,
-// or until stop is closed.
-func discoverServices(nc *nats.Conn, wait time.Duration, stop <-chan struct{}) []micro.Info {
+// or until stop is closed or ctx ends.
+func discoverServices(ctx context.Context, nc *nats.Conn, wait time.Duration, stop <-chan struct{}) []micro.Info {
 	inbox := nc.NewInbox()
 	replies := make(chan *nats.Msg, 1024)
 	sub, err := nc.ChanSubscribe(inbox, replies)
@@ -176,7 +176,7 @@ func discoverServices(nc *nats.Conn, wait time.Duration, stop <-chan struct{}) [
 	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var infos []micro.Info
 	seen := map[string]bool{}

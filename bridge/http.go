@@ -380,7 +380,7 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 	)
 	if b.events != nil {
 		x.setEventID(rt.app, rt.command.Name, x.msg.Data)
-		ctx, cancel := context.WithDeadline(context.Background(), start.Add(rt.timeout))
+		ctx, cancel := context.WithDeadline(b.group.ctx, start.Add(rt.timeout))
 		var ack *jetstream.PubAck
 		ack, err = b.events.PublishMsg(ctx, &x.msg)
 		cancel()

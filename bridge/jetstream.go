@@ -29,13 +29,13 @@ func (b *Bridge) ensureStream(ctx context.Context, js jetstream.JetStream, sc St
 			Duplicates: sc.DuplicateWindow,
 		})
 		if err != nil {
-			return fmt.Errorf("%w: create stream %s on %s: %v", ErrNATS, sc.Name, subject, err)
+			return fmt.Errorf("%w: create stream %s on %s: %w", ErrNATS, sc.Name, subject, err)
 		}
 		b.log.Info().Str("stream", sc.Name).Str("subjects", subject).Msg("JetStream stream created")
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%w: look up stream %s: %v", ErrNATS, sc.Name, err)
+		return fmt.Errorf("%w: look up stream %s: %w", ErrNATS, sc.Name, err)
 	}
 	for _, have := range s.CachedInfo().Config.Subjects {
 		if subjectCovers(have, subject) {
@@ -74,7 +74,7 @@ func (b *Bridge) streams(ctx context.Context) error {
 	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(auditQueueLen),
 		jetstream.WithPublishAsyncTimeout(auditAckWait))
 	if err != nil {
-		return fmt.Errorf("%w: JetStream: %v", ErrNATS, err)
+		return fmt.Errorf("%w: JetStream: %w", ErrNATS, err)
 	}
 	prefix := b.cfg.SubjectPrefix
 	setup := func(ctx context.Context) error {
@@ -103,18 +103,27 @@ func (b *Bridge) streams(ctx context.Context) error {
 		defer cancel()
 		return setup(ctx)
 	}
-	go func() {
-		for !b.stopping.Load() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := setup(ctx)
+	b.group.Go(func(ctx context.Context) {
+		retry := time.NewTimer(0)
+		defer retry.Stop()
+		for {
+			select {
+			case <-ctx.Done(): // Shutdown
+				return
+			case <-retry.C:
+			}
+			attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := setup(attempt)
 			cancel()
 			if err == nil {
 				return
 			}
-			b.log.Warn().Err(err).Msg("JetStream streams not ready; retrying")
-			time.Sleep(time.Second)
+			if ctx.Err() == nil {
+				b.log.Warn().Err(err).Msg("JetStream streams not ready; retrying")
+			}
+			retry.Reset(time.Second)
 		}
-	}()
+	})
 	return nil
 }
 
@@ -135,13 +144,13 @@ func (b *Bridge) recheckStreams(err error) {
 		return
 	}
 	b.log.Warn().Err(err).Msg("a JetStream stream does not answer: setting the streams up again")
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), streamRecheckEvery)
+	b.group.Go(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, streamRecheckEvery)
 		defer cancel()
-		if err := b.setupStreams(ctx); err != nil {
+		if err := b.setupStreams(ctx); err != nil && !b.stopping.Load() {
 			b.log.Warn().Err(err).Msg("JetStream streams not ready; retrying")
 		}
-	}()
+	})
 }
 
 // subjectCovers reports whether the subject pattern (with * and >) matches

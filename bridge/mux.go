@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -75,7 +76,7 @@ type lateInfo struct {
 	received  time.Time
 }
 
-func newReplyMux(nc *nats.Conn) (*replyMux, error) {
+func newReplyMux(g *group, nc *nats.Conn) (*replyMux, error) {
 	m := &replyMux{nc: nc, inbox: nc.NewInbox() + ".", quit: make(chan struct{}), done: make(chan struct{})}
 	for i := range m.shards {
 		m.shards[i].calls = make(map[uint64]*call)
@@ -88,7 +89,7 @@ func newReplyMux(nc *nats.Conn) (*replyMux, error) {
 	// Replies must never be dropped as a slow consumer while callbacks wait.
 	_ = sub.SetPendingLimits(-1, -1)
 	m.sub = sub
-	go m.sweep()
+	g.Go(func(context.Context) { m.sweep() })
 	return m, nil
 }
 

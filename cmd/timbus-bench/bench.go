@@ -228,7 +228,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		b.failed = true
 		switch {
 		case sigCtx.Err() != nil:
-			err = fmt.Errorf("interrupted by a signal; children stopped (%v)", err)
+			err = fmt.Errorf("interrupted by a signal; children stopped (%w)", err)
 		case ctx.Err() == context.DeadlineExceeded:
 			err = fmt.Errorf("%w (aborted: over --max-time %s)", err, cfg.maxTime)
 		}
@@ -268,14 +268,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func (c *benchConfig) resolveBinaries() error {
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("cannot find my own binary: %v", err)
+		return fmt.Errorf("cannot find my own binary: %w", err)
 	}
 	c.self = self
 	if c.wrk, err = exec.LookPath(c.wrk); err != nil {
-		return fmt.Errorf("wrk not found (%v): install it with `apt-get install -y wrk`", err)
+		return fmt.Errorf("wrk not found (%w): install it with `apt-get install -y wrk`", err)
 	}
 	if c.timbus, err = exec.LookPath(c.timbus); err != nil {
-		return fmt.Errorf("timbus binary not found (%v): run `make build` or pass --timbus", err)
+		return fmt.Errorf("timbus binary not found (%w): run `make build` or pass --timbus", err)
 	}
 	if _, err := os.Stat(c.natsServer); err != nil {
 		if p, lerr := exec.LookPath("nats-server"); lerr == nil {
@@ -722,7 +722,7 @@ func parseLoadResult(out []byte) (loadResult, error) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	last := lines[len(lines)-1]
 	if err := json.Unmarshal([]byte(last), &r); err != nil {
-		return r, fmt.Errorf("load generator output %q: %v", last, err)
+		return r, fmt.Errorf("load generator output %q: %w", last, err)
 	}
 	return r, nil
 }

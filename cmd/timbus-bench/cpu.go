@@ -39,7 +39,7 @@ func processCPU(pid int) (time.Duration, error) {
 	for _, f := range fields[11:13] {
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %v", pid, err)
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
 		total += time.Duration(n) * clockTick
 	}
@@ -66,7 +66,7 @@ func readMachineCPU() (machineCPU, error) {
 	for i, f := range fields[1:] {
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			return machineCPU{}, fmt.Errorf("/proc/stat: %v", err)
+			return machineCPU{}, fmt.Errorf("/proc/stat: %w", err)
 		}
 		d := time.Duration(n) * clockTick
 		// guest times (fields 9, 10) are already counted in user and nice.

@@ -52,7 +52,7 @@ func callbackBody() ([]byte, error) {
 	}
 	var out bytes.Buffer
 	if err := json.Compact(&out, raw); err != nil {
-		return nil, fmt.Errorf("sample of %s: %v", benchCommand, err)
+		return nil, fmt.Errorf("sample of %s: %w", benchCommand, err)
 	}
 	return out.Bytes(), nil
 }
@@ -223,7 +223,7 @@ func embeddedNATS(addr string) (*server.Server, error) {
 	}
 	port, err := strconv.Atoi(portText)
 	if err != nil {
-		return nil, fmt.Errorf("port of %s: %v", addr, err)
+		return nil, fmt.Errorf("port of %s: %w", addr, err)
 	}
 	ns, err := server.NewServer(&server.Options{Host: host, Port: port, NoSigs: true, NoLog: true})
 	if err != nil {

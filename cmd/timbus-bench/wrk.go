@@ -74,7 +74,7 @@ func parseWrk(out []byte) (wrkRun, error) {
 	}
 	rps, err := strconv.ParseFloat(string(m[1]), 64)
 	if err != nil {
-		return r, fmt.Errorf("wrk Requests/sec: %v", err)
+		return r, fmt.Errorf("wrk Requests/sec: %w", err)
 	}
 	r.RPS = rps
 	seen := map[string]bool{}
@@ -120,7 +120,7 @@ func parseWrk(out []byte) (wrkRun, error) {
 		}
 		x, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return r, fmt.Errorf("wrk done line %q: %v", kv, err)
+			return r, fmt.Errorf("wrk done line %q: %w", kv, err)
 		}
 		f[k] = x
 	}
@@ -146,7 +146,7 @@ func parseWrk(out []byte) (wrkRun, error) {
 func wrkMicros(num, unit string) (float64, error) {
 	x, err := strconv.ParseFloat(num, 64)
 	if err != nil {
-		return 0, fmt.Errorf("wrk latency %q: %v", num+unit, err)
+		return 0, fmt.Errorf("wrk latency %q: %w", num+unit, err)
 	}
 	switch unit {
 	case "us":

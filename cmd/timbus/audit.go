@@ -367,7 +367,7 @@ func openStream(ctx context.Context, nc *nats.Conn, name string) (*streamSource,
 	url := nc.ConnectedUrlRedacted()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("JetStream on %s: %v", url, err)
+		return nil, fmt.Errorf("JetStream on %s: %w", url, err)
 	}
 	lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -381,7 +381,7 @@ func openStream(ctx context.Context, nc *nats.Conn, name string) (*streamSource,
 	case errors.Is(err, jetstream.ErrInvalidStreamName):
 		return nil, fmt.Errorf("%q is not a stream name", name)
 	case err != nil:
-		return nil, fmt.Errorf("stream %q on %s: %v", name, url, err)
+		return nil, fmt.Errorf("stream %q on %s: %w", name, url, err)
 	}
 	return &streamSource{js: js, name: name, info: s.CachedInfo(), url: url}, nil
 }
@@ -427,7 +427,7 @@ func (s *streamSource) read(ctx context.Context, subjects []string, since time.T
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("cannot read stream %q (it captures %s) for %s: %v",
+		return fmt.Errorf("cannot read stream %q (it captures %s) for %s: %w",
 			s.name, strings.Join(s.info.Config.Subjects, ", "), strings.Join(subjects, ", "), err)
 	}
 	defer func() {
@@ -443,7 +443,7 @@ func (s *streamSource) read(ctx context.Context, subjects []string, since time.T
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return fmt.Errorf("stream %q: %v", s.name, err)
+		return fmt.Errorf("stream %q: %w", s.name, err)
 	}
 	defer it.Stop()
 	for {
@@ -461,18 +461,18 @@ func (s *streamSource) read(ctx context.Context, subjects []string, since time.T
 				// Slow, or the rest of the stream expired meanwhile.
 				info, ierr := cons.Info(ctx)
 				if ierr != nil {
-					return fmt.Errorf("stream %q: %v", s.name, ierr)
+					return fmt.Errorf("stream %q: %w", s.name, ierr)
 				}
 				if info.NumPending == 0 {
 					return nil
 				}
 				continue
 			}
-			return fmt.Errorf("stream %q: %v", s.name, err)
+			return fmt.Errorf("stream %q: %w", s.name, err)
 		}
 		md, err := msg.Metadata()
 		if err != nil {
-			return fmt.Errorf("stream %q: %v", s.name, err)
+			return fmt.Errorf("stream %q: %w", s.name, err)
 		}
 		if !follow && md.Sequence.Stream > last {
 			return nil // stored after we started: not part of this read
@@ -498,12 +498,12 @@ func readLive(ctx context.Context, nc *nats.Conn, subjects []string, each func([
 	for _, subject := range subjects {
 		sub, err := nc.ChanSubscribe(subject, ch)
 		if err != nil {
-			return fmt.Errorf("subscribe to %s: %v", subject, err)
+			return fmt.Errorf("subscribe to %s: %w", subject, err)
 		}
 		defer sub.Unsubscribe()
 	}
 	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("subscribe to %s: %v", strings.Join(subjects, ", "), err)
+		return fmt.Errorf("subscribe to %s: %w", strings.Join(subjects, ", "), err)
 	}
 	closed := make(chan struct{})
 	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })

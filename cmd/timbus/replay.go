@@ -299,7 +299,7 @@ func (r *replayer) replay(rec *protocol.AuditRecord) (replayRow, error) {
 	case errors.Is(err, nats.ErrTimeout):
 		now.Outcome, now.Reason = "timeout", "no reply within "+r.timeout.String()
 	case errors.Is(err, nats.ErrConnectionClosed):
-		return row, fmt.Errorf("request to %s: %v", now.Subject, err)
+		return row, fmt.Errorf("request to %s: %w", now.Subject, err)
 	case err != nil:
 		now.Outcome, now.Reason = "nats_error", err.Error()
 	default:
