@@ -153,6 +153,8 @@ func (b *Bridge) Start(ctx context.Context) (err error) {
 		// stream set-up retrying) end with the group's context.
 		b.group.close()
 		b.group.wg.Wait()
+		// Nothing is left for Shutdown to stop; it returns at once.
+		b.stopping.Store(true)
 	}()
 	url := b.cfg.NATSURL
 	var embedded []nats.Option

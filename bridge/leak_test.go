@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"net"
 	"regexp"
 	"runtime"
@@ -150,4 +151,32 @@ func bridgeGoroutines() []string {
 		}
 	}
 	return left
+}
+
+// TestShutdown_AfterFailedStart: Start undoes what it set up when a step
+// fails, so a Shutdown after it has nothing to wait for and returns at once.
+func TestShutdown_AfterFailedStart(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ns := natstest.Run(t)
+	cfg := DefaultConfig()
+	cfg.Listen = busy.Addr().String()
+	cfg.NATSURL = ns.ClientURL()
+	cfg.Apps = []App{{ID: testApp}}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); !errors.Is(err, ErrListen) {
+		t.Fatalf("Start on a busy port: %v, want ErrListen", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := b.Shutdown(ctx); err != nil || time.Since(start) > time.Second {
+		t.Errorf("Shutdown after a failed Start: %v after %v", err, time.Since(start))
+	}
 }
