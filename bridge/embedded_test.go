@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -36,21 +35,7 @@ func startEmbeddedBridge(t *testing.T) *Bridge {
 	cfg.NATSConfig = shippedEmbeddedConf
 	cfg.Apps = []App{{ID: testApp}}
 	cfg.Logger = zerolog.New(&syncBuffer{})
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return b
+	return runConfig(t, cfg)
 }
 
 // permClient is a NATS client that collects the permission violations the

@@ -44,6 +44,14 @@ func startBridge(t testing.TB, mutate func(*Config)) *testBridge {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	b := runConfig(t, cfg)
+	return &testBridge{Bridge: b, ns: ns, nc: natstest.Connect(t, ns), base: "http://" + b.Addr(), logs: logs}
+}
+
+// runConfig starts a bridge with cfg and shuts it down when the test ends,
+// failing the test if Shutdown reports an error.
+func runConfig(t testing.TB, cfg Config) *Bridge {
+	t.Helper()
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -58,7 +66,7 @@ func startBridge(t testing.TB, mutate func(*Config)) *testBridge {
 			t.Errorf("Shutdown: %v", err)
 		}
 	})
-	return &testBridge{Bridge: b, ns: ns, nc: natstest.Connect(t, ns), base: "http://" + b.Addr(), logs: logs}
+	return b
 }
 
 // callbackURL is the URL Tencent would call for command.
