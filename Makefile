@@ -13,7 +13,7 @@ RESERVED    ?= admin,official,tencent,timbus
 TRY_ADDR     = $(if $(filter :%,$(HTTP_LISTEN)),127.0.0.1$(HTTP_LISTEN),$(HTTP_LISTEN))
 
 # Fuzz targets as package:Target; `make test` runs each briefly, `make fuzz` long.
-FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge:FuzzAppendJSONString ./bridge:FuzzAuditRecord ./bridge/catalog:FuzzValidateReply ./bridge/internal/jsonscan:FuzzObject ./bridge/internal/jsonscan:FuzzObjectKeys ./bridge/internal/jsonscan:FuzzCheck ./bridge/internal/jsonscan:FuzzValid ./deciders:FuzzCallbackFields
+FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge:FuzzAppendJSONString ./bridge:FuzzAuditRecord ./deciders/catalog:FuzzValidateReply ./internal/jsonscan:FuzzObject ./internal/jsonscan:FuzzObjectKeys ./internal/jsonscan:FuzzCheck ./internal/jsonscan:FuzzValid ./deciders:FuzzCallbackFields
 # A count rather than a duration: a short -fuzztime can end mid-input and
 # fail with "context deadline exceeded" (golang/go#56238).
 FUZZTIME_TEST ?= 20000x

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // auditQueueLen bounds the records waiting to be published. A full queue
@@ -74,7 +76,7 @@ type auditEntry struct {
 	app      string
 	command  string
 	kind     string
-	outcome  Outcome
+	outcome  protocol.Outcome
 	reason   string
 	status   int
 	code     int
@@ -92,7 +94,7 @@ type auditEntry struct {
 	waits atomic.Int32
 	// shadow results, written by the shadow's reply handler.
 	shadowed      bool
-	shadowOutcome Outcome
+	shadowOutcome protocol.Outcome
 	shadowCode    int
 	shadowAnswer  []byte
 	shadowReason  string

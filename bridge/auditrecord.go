@@ -5,8 +5,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/timbus-dev/timbus/bridge/internal/jsonscan"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/jsonscan"
 )
 
 // Why not encoding/json: marshalling protocol.AuditRecord neither bounds a

@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // recordKeys is every field an audit record may have: protocol.AuditRecord's.
@@ -237,12 +237,12 @@ func FuzzAuditRecord(f *testing.F) {
 		e := &auditEntry{}
 		e.reset()
 		e.received = time.Unix(1700000000, 0)
-		e.app, e.command, e.kind, e.outcome = testApp, oaCreate, "before", OutcomeTimeout
+		e.app, e.command, e.kind, e.outcome = testApp, oaCreate, "before", protocol.OutcomeTimeout
 		e.id = e.keep([]byte("req-1"))
 		e.clientIP = e.keep([]byte(clientIP))
 		e.body = e.keep(body)
 		e.answer, e.reason, e.query = answer, reason, query
-		e.shadowed, e.shadowOutcome, e.shadowAnswer, e.shadowReason = shadowed, OutcomeDecided, shadow, reason
+		e.shadowed, e.shadowOutcome, e.shadowAnswer, e.shadowReason = shadowed, protocol.OutcomeDecided, shadow, reason
 		out := e.encode([]byte("prefix"), limit)
 		if !bytes.HasPrefix(out, []byte("prefix")) {
 			t.Fatal("encode lost what was in its buffer")

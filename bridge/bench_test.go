@@ -10,7 +10,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
-	"github.com/timbus-dev/timbus/bridge/internal/benchratio"
+	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/benchratio"
 )
 
 // BenchmarkBridge_HotPath measures one before callback through the bridge's
@@ -181,7 +182,7 @@ func BenchmarkAuditEncode(b *testing.B) {
 	e := &auditEntry{}
 	e.reset()
 	e.received = time.Now()
-	e.app, e.command, e.kind, e.outcome, e.status, e.code = testApp, oaCreate, "before", OutcomeDecided, 200, 120005
+	e.app, e.command, e.kind, e.outcome, e.status, e.code = testApp, oaCreate, "before", protocol.OutcomeDecided, 200, 120005
 	e.decider = "names/1.2.0/x7"
 	e.latency = 1234 * time.Microsecond
 	e.id = e.keep([]byte("2c25335faf68-1a"))

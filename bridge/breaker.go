@@ -3,6 +3,8 @@ package bridge
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // BreakerConfig turns on a circuit breaker per command: when, within Window,
@@ -103,9 +105,9 @@ func (br *breaker) reset(now time.Time) {
 // does not: whoever can send callbacks could otherwise send 20 bodies that
 // make the decider complain, open the breaker, and have every real callback
 // answered with the default (often allow) for the cool-down.
-func failed(o Outcome) bool {
+func failed(o protocol.Outcome) bool {
 	switch o {
-	case OutcomeTimeout, OutcomeNoDeciders, OutcomeNATSError:
+	case protocol.OutcomeTimeout, protocol.OutcomeNoDeciders, protocol.OutcomeNATSError:
 		return true
 	}
 	return false

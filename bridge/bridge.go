@@ -230,10 +230,6 @@ func (b *Bridge) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("%w: reply subscription: %w", ErrNATS, err)
 	}
 	undo = append(undo, b.mux.stop)
-	b.mux.late = b.lateReply
-	b.mux.shadow = func(c *call, reply *nats.Msg, outcome Outcome) {
-		b.shadowAnswered(c.shadowRoute, c.shadowOf, reply, outcome, nil)
-	}
 	if err := b.streams(ctx); err != nil {
 		return err
 	}

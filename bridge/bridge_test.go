@@ -19,8 +19,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 const (
@@ -125,43 +126,43 @@ func TestBridge_Decide(t *testing.T) {
 		config  func(*Config)
 		handle  func(*nats.Msg) *nats.Msg // nil: no decider at all
 		answer  string
-		outcome Outcome
+		outcome protocol.Outcome
 		minWait time.Duration // the answer must not come sooner
 	}{
-		{name: "custom deny passes through", handle: replyWith(oaCreateDeny), answer: oaCreateDeny, outcome: OutcomeDecided},
-		{name: "allow", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`), answer: `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`, outcome: OutcomeDecided},
-		{name: "plain deny", handle: replyWith(denyAnswer), answer: denyAnswer, outcome: OutcomeDecided},
+		{name: "custom deny passes through", handle: replyWith(oaCreateDeny), answer: oaCreateDeny, outcome: protocol.OutcomeDecided},
+		{name: "allow", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`), answer: `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`, outcome: protocol.OutcomeDecided},
+		{name: "plain deny", handle: replyWith(denyAnswer), answer: denyAnswer, outcome: protocol.OutcomeDecided},
 		{name: "extra fields pass through", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no","Trace":{"rule":7}}`),
-			answer: `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no","Trace":{"rule":7}}`, outcome: OutcomeDecided},
-		{name: "code outside the command's range", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":10100,"ErrorInfo":"x"}`), answer: allowAnswer, outcome: OutcomeInvalidReply},
-		{name: "silent drop is not an OfficialAccount create code", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":2}`), answer: allowAnswer, outcome: OutcomeInvalidReply},
-		{name: "not JSON", handle: replyWith(`deny!`), answer: allowAnswer, outcome: OutcomeInvalidReply},
-		{name: "empty reply", handle: replyWith(``), answer: allowAnswer, outcome: OutcomeInvalidReply},
-		{name: "no ActionStatus", handle: replyWith(`{"ErrorCode":1}`), answer: allowAnswer, outcome: OutcomeInvalidReply},
-		{name: "ErrorCode as string", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":"1"}`), answer: allowAnswer, outcome: OutcomeInvalidReply},
-		{name: "message rewrite on a command that cannot", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[]}`), answer: allowAnswer, outcome: OutcomeInvalidReply},
+			answer: `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no","Trace":{"rule":7}}`, outcome: protocol.OutcomeDecided},
+		{name: "code outside the command's range", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":10100,"ErrorInfo":"x"}`), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
+		{name: "silent drop is not an OfficialAccount create code", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":2}`), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
+		{name: "not JSON", handle: replyWith(`deny!`), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
+		{name: "empty reply", handle: replyWith(``), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
+		{name: "no ActionStatus", handle: replyWith(`{"ErrorCode":1}`), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
+		{name: "ErrorCode as string", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":"1"}`), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
+		{name: "message rewrite on a command that cannot", handle: replyWith(`{"ActionStatus":"OK","ErrorCode":0,"MsgBody":[]}`), answer: allowAnswer, outcome: protocol.OutcomeInvalidReply},
 		{name: "invalid reply gets the configured default", config: func(c *Config) { c.Default = Deny },
-			handle: replyWith(`{"ActionStatus":"OK","ErrorCode":99}`), answer: denyAnswer, outcome: OutcomeInvalidReply},
+			handle: replyWith(`{"ActionStatus":"OK","ErrorCode":99}`), answer: denyAnswer, outcome: protocol.OutcomeInvalidReply},
 		{name: "decider error header", handle: func(*nats.Msg) *nats.Msg {
 			m := nats.NewMsg("")
 			m.Header.Set(micro.ErrorHeader, "database down")
 			m.Header.Set(micro.ErrorCodeHeader, "503")
 			m.Data = []byte(denyAnswer)
 			return m
-		}, answer: allowAnswer, outcome: OutcomeDeciderError},
-		{name: "no deciders", answer: allowAnswer, outcome: OutcomeNoDeciders},
-		{name: "no deciders with default deny", config: func(c *Config) { c.Default = Deny }, answer: denyAnswer, outcome: OutcomeNoDeciders},
+		}, answer: allowAnswer, outcome: protocol.OutcomeDeciderError},
+		{name: "no deciders", answer: allowAnswer, outcome: protocol.OutcomeNoDeciders},
+		{name: "no deciders with default deny", config: func(c *Config) { c.Default = Deny }, answer: denyAnswer, outcome: protocol.OutcomeNoDeciders},
 		{name: "per-command default", config: func(c *Config) {
 			v := Verdict{Code: 120009, Info: "try later"}
 			c.Commands = map[string]CommandConfig{oaCreate: {Default: &v}}
-		}, answer: `{"ActionStatus":"OK","ErrorInfo":"try later","ErrorCode":120009}`, outcome: OutcomeNoDeciders},
+		}, answer: `{"ActionStatus":"OK","ErrorInfo":"try later","ErrorCode":120009}`, outcome: protocol.OutcomeNoDeciders},
 		{name: "decider slower than the timeout", config: func(c *Config) { c.Timeout = shortDeadline },
 			handle: func(m *nats.Msg) *nats.Msg {
 				time.Sleep(shortDeadline + 300*time.Millisecond)
 				return &nats.Msg{Data: []byte(oaCreateDeny)}
-			}, answer: allowAnswer, outcome: OutcomeTimeout, minWait: shortDeadline},
+			}, answer: allowAnswer, outcome: protocol.OutcomeTimeout, minWait: shortDeadline},
 		{name: "silent decider", config: func(c *Config) { c.Timeout = shortDeadline },
-			handle: func(*nats.Msg) *nats.Msg { return nil }, answer: allowAnswer, outcome: OutcomeTimeout, minWait: shortDeadline},
+			handle: func(*nats.Msg) *nats.Msg { return nil }, answer: allowAnswer, outcome: protocol.OutcomeTimeout, minWait: shortDeadline},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,7 +186,7 @@ func TestBridge_Decide(t *testing.T) {
 			if line["outcome"] != string(tt.outcome) {
 				t.Errorf("logged outcome = %v, want %s (line %v)", line["outcome"], tt.outcome, line)
 			}
-			if tt.outcome != OutcomeDecided && tt.outcome != OutcomeNoDeciders && line["reason"] == nil {
+			if tt.outcome != protocol.OutcomeDecided && tt.outcome != protocol.OutcomeNoDeciders && line["reason"] == nil {
 				t.Errorf("default sent without a logged reason: %v", line)
 			}
 		})
@@ -312,7 +313,7 @@ func TestBridge_Samples(t *testing.T) {
 	decisions := subscribe(t, tb.nc, "timbus.decide.>")
 	events := subscribe(t, tb.nc, "timbus.event.>")
 	decider(t, tb.nc, "timbus.decide.>", replyWith(verdict))
-	samples := catalog.SampleRequests()
+	samples := samples.Requests()
 	if len(samples) < 20 {
 		t.Fatalf("%d samples", len(samples))
 	}
@@ -470,7 +471,7 @@ func TestBridge_NATSDown(t *testing.T) {
 		if got.elapsed > tb.cfg.Timeout {
 			t.Fatalf("during the outage the answer took %v", got.elapsed)
 		}
-		if o := tb.lastCallbackLog(t)["outcome"]; o != string(OutcomeNATSError) {
+		if o := tb.lastCallbackLog(t)["outcome"]; o != string(protocol.OutcomeNATSError) {
 			t.Fatalf("outcome %v, want nats_error", o)
 		}
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // natsCluster is a running cluster; node i is servers[i].
@@ -552,9 +552,9 @@ func readAudit(t *testing.T, s *server.Server, name string, want int) (perID map
 		perID, late = map[string]int{}, 0
 		for _, r := range recs {
 			switch r.Outcome {
-			case string(OutcomeLate):
+			case string(protocol.OutcomeLate):
 				late++
-			case string(OutcomeRejected):
+			case string(protocol.OutcomeRejected):
 			default:
 				perID[r.RequestID]++
 			}

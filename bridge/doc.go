@@ -6,7 +6,7 @@
 // NATS request on <prefix>.decide.<SdkAppid>.<CallbackCommand>. Deciders —
 // workers in any language, usually in a queue group — answer with Tencent's
 // reply JSON; the bridge checks the answer against the command's rules
-// (package catalog) and passes it on. When no valid answer comes before the
+// (package deciders/catalog) and passes it on. When no valid answer comes before the
 // command's timeout, when nobody listens, or when NATS is unreachable, the
 // bridge answers the configured default verdict instead, always before
 // Tencent's own two-second deadline.

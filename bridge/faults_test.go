@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // TestFault_NATSDownAtStart: with nothing listening at its NATS URL the
@@ -60,7 +62,7 @@ func TestFault_NATSDownAtStart(t *testing.T) {
 		}
 	}
 	ta.check(t)
-	if got := outcomeCounts(t, tb, oaCreate)[string(OutcomeNATSError)]; got != 5 {
+	if got := outcomeCounts(t, tb, oaCreate)[string(protocol.OutcomeNATSError)]; got != 5 {
 		t.Errorf("nats_error outcomes = %d, want 5", got)
 	}
 
@@ -164,7 +166,7 @@ func TestFault_NATSRestartUnderLoad(t *testing.T) {
 	if perPhase[0][0].Load() == 0 || perPhase[1][1].Load() == 0 {
 		t.Errorf("the load did not span the outage: decided before %d, defaults while down %d", perPhase[0][0].Load(), perPhase[1][1].Load())
 	}
-	if got := outcomeCounts(t, tb, oaCreate)[string(OutcomeNATSError)]; got == 0 {
+	if got := outcomeCounts(t, tb, oaCreate)[string(protocol.OutcomeNATSError)]; got == 0 {
 		t.Error("no nats_error outcome while NATS was down")
 	}
 	tb.auditSettled(t)
@@ -331,7 +333,7 @@ func TestFault_MisbehavingDeciders(t *testing.T) {
 			if s.wantAll && dflt > 0 {
 				t.Errorf("%d callbacks got the default although a good decider answered each", dflt)
 			}
-			if n := outcomes[string(OutcomeInvalidReply)]; n > 0 {
+			if n := outcomes[string(protocol.OutcomeInvalidReply)]; n > 0 {
 				t.Errorf("%d invalid_reply outcomes: a misbehaving decider's junk was taken as the answer", n)
 			}
 
@@ -545,8 +547,8 @@ func TestFault_Overload(t *testing.T) {
 		t.Errorf("a shed callback waited %v: shedding must answer at once, not after the %v deadline", shed.max, tb.cfg.Timeout)
 	}
 	outcomes := outcomeCounts(t, tb, oaCreate)
-	if outcomes[string(OutcomeShed)] != burst {
-		t.Errorf(`timbus_callbacks_total{outcome="shed"} = %d, want %d (all outcomes %v)`, outcomes[string(OutcomeShed)], burst, outcomes)
+	if outcomes[string(protocol.OutcomeShed)] != burst {
+		t.Errorf(`timbus_callbacks_total{outcome="shed"} = %d, want %d (all outcomes %v)`, outcomes[string(protocol.OutcomeShed)], burst, outcomes)
 	}
 	if grew := int64(heapAfter) - int64(heapBefore); grew > 32<<20 {
 		t.Errorf("heap grew by %d MiB over a burst of %d shed callbacks", grew>>20, burst)

@@ -8,15 +8,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 // TestBridge_ReplySamples: each documented reply (message rewrite, partial
 // refusals, per-user Sns results, chatbot data) reaches Tencent byte for byte.
 func TestBridge_ReplySamples(t *testing.T) {
 	tb := startBridge(t, nil)
-	replies := catalog.SampleReplies()
+	replies := samples.Replies()
 	if len(replies) < 6 {
 		t.Fatalf("%d reply samples", len(replies))
 	}
@@ -29,7 +29,7 @@ func TestBridge_ReplySamples(t *testing.T) {
 			if got.status != 200 || got.body != string(reply) {
 				t.Errorf("answer = %d %s\nwant %s", got.status, got.body, reply)
 			}
-			if o := tb.lastCallbackLog(t)["outcome"]; o != string(OutcomeDecided) {
+			if o := tb.lastCallbackLog(t)["outcome"]; o != string(protocol.OutcomeDecided) {
 				t.Errorf("outcome %v", o)
 			}
 		})

@@ -208,7 +208,7 @@ func BenchmarkAuditEncodeVersusEncodingJSON(b *testing.B) {
 		e := &auditEntry{}
 		e.reset()
 		e.received = received
-		e.app, e.command, e.kind, e.outcome, e.status, e.code = testApp, oaCreate, "before", OutcomeDecided, 200, 120005
+		e.app, e.command, e.kind, e.outcome, e.status, e.code = testApp, oaCreate, "before", protocol.OutcomeDecided, 200, 120005
 		e.decider = "names/1.2.0/x7"
 		e.latency = 1234 * time.Microsecond
 		e.id = e.keep([]byte("2c25335faf68-1a"))
@@ -227,7 +227,7 @@ func BenchmarkAuditEncodeVersusEncodingJSON(b *testing.B) {
 		rec := protocol.AuditRecord{
 			Version: protocol.AuditVersion, RequestID: "2c25335faf68-1a", ReceivedAt: received,
 			SdkAppID: testApp, Command: oaCreate, Kind: "before", ClientIP: "10.0.0.7", OptPlatform: "RESTAPI",
-			Outcome: string(OutcomeDecided), HTTPStatus: 200, Code: 120005, Answer: json.RawMessage(oaCreateDeny),
+			Outcome: string(protocol.OutcomeDecided), HTTPStatus: 200, Code: 120005, Answer: json.RawMessage(oaCreateDeny),
 			Decider: "names/1.2.0/x7", LatencyMS: 1.234, Body: body,
 		}
 		var out []byte

@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/internal/natstest"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 const testApp = "1400000001"
@@ -200,7 +200,7 @@ var errNotYet = io.ErrNoProgress
 // sample returns Tencent's documented request body for command.
 func sample(t testing.TB, command string) []byte {
 	t.Helper()
-	b, ok := catalog.SampleRequest(command)
+	b, ok := samples.Request(command)
 	if !ok {
 		t.Fatalf("no sample for %s", command)
 	}

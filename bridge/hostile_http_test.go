@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // Hostile clients at the HTTP level: what they send is not a callback, or

@@ -183,7 +183,7 @@ func TestHostile_Replies(t *testing.T) {
 			if got.status != http.StatusOK || got.body != allowAnswer {
 				t.Errorf("answer = %d %s, want the default %s", got.status, got.body, allowAnswer)
 			}
-			if r := record(t, name); r.Outcome != string(OutcomeInvalidReply) || !strings.Contains(r.Reason, tt.reason) {
+			if r := record(t, name); r.Outcome != string(protocol.OutcomeInvalidReply) || !strings.Contains(r.Reason, tt.reason) {
 				t.Errorf("audit record: outcome %s, reason %q; want invalid_reply with %q", r.Outcome, r.Reason, tt.reason)
 			}
 			next := fmt.Sprint("next-", i)
@@ -191,13 +191,13 @@ func TestHostile_Replies(t *testing.T) {
 			if got.status != http.StatusOK || got.body != oaCreateDeny {
 				t.Errorf("the next callback got %d %s, want the decider's %s", got.status, got.body, oaCreateDeny)
 			}
-			if r := record(t, next); r.Outcome != string(OutcomeDecided) {
+			if r := record(t, next); r.Outcome != string(protocol.OutcomeDecided) {
 				t.Errorf("the next callback's outcome = %s, want decided", r.Outcome)
 			}
 		})
 	}
 	counts := outcomeCounts(t, tb, oaCreate)
-	if counts[string(OutcomeInvalidReply)] != len(tests) || counts[string(OutcomeDecided)] != len(tests) {
+	if counts[string(protocol.OutcomeInvalidReply)] != len(tests) || counts[string(protocol.OutcomeDecided)] != len(tests) {
 		t.Errorf("/metrics outcomes = %v, want %d invalid_reply and %d decided", counts, len(tests), len(tests))
 	}
 }

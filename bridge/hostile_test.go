@@ -59,7 +59,7 @@ func TestHostile_InventedNames(t *testing.T) {
 		t.Error("/metrics has a series named after an invented command")
 	}
 	total := 0
-	for _, o := range []Outcome{OutcomePublished, OutcomeNoDeciders} {
+	for _, o := range []protocol.Outcome{protocol.OutcomePublished, protocol.OutcomeNoDeciders} {
 		v, _ := strconv.Atoi(metricValue(t, text, `timbus_callbacks_total{command="`+OtherCommand+`",outcome="`+string(o)+`",sdkappid="`+testApp+`"}`))
 		total += v
 	}
@@ -160,15 +160,15 @@ func TestHostile_BreakerNotOpenedByContent(t *testing.T) {
 	tests := []struct {
 		name    string
 		reply   func() *nats.Msg
-		outcome Outcome
+		outcome protocol.Outcome
 	}{
 		{"decider error", func() *nats.Msg {
 			m := nats.NewMsg("")
 			m.Header.Set(protocol.HeaderServiceError, "cannot judge this body")
 			m.Header.Set(protocol.HeaderServiceErrorCode, "400")
 			return m
-		}, OutcomeDeciderError},
-		{"invalid reply", func() *nats.Msg { return &nats.Msg{Data: []byte(`{"ActionStatus":"OK","ErrorCode":5}`)} }, OutcomeInvalidReply},
+		}, protocol.OutcomeDeciderError},
+		{"invalid reply", func() *nats.Msg { return &nats.Msg{Data: []byte(`{"ActionStatus":"OK","ErrorCode":5}`)} }, protocol.OutcomeInvalidReply},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

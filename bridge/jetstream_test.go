@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // startEmbedded starts a bridge that runs its own NATS server, with
@@ -346,7 +346,7 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 	c := newCaller(true)
 	defer c.closeIdle()
 	want := map[string]int{} // outcome → records
-	callbacks := func(n int, answer string, outcome Outcome) {
+	callbacks := func(n int, answer string, outcome protocol.Outcome) {
 		t.Helper()
 		for range n {
 			r := c.post(tb.callbackURL(oaCreate), sample(t, oaCreate))
@@ -377,7 +377,7 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 		}
 	}
 
-	callbacks(5, allowAnswer, OutcomeNATSError) // NATS not reached yet: the default, at once
+	callbacks(5, allowAnswer, protocol.OutcomeNATSError) // NATS not reached yet: the default, at once
 	// A NATS server without JetStream: nobody answers the records; then
 	// one with JetStream takes its place.
 	plain := runNATSOn(t, port)
@@ -387,7 +387,7 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 		}
 		return nil
 	})
-	callbacks(300, allowAnswer, OutcomeNoDeciders)
+	callbacks(300, allowAnswer, protocol.OutcomeNoDeciders)
 	waitFor(t, 10*time.Second, func() error {
 		if n := tb.audit.pending.Load(); n != 305 {
 			return fmt.Errorf("%d records pending: %w", n, errNotYet)
@@ -400,13 +400,13 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 	decider(t, deciderConn(t, ns.ClientURL()), decideOA, replyWith(oaCreateDeny))
 	waitFor(t, 5*time.Second, func() error {
 		if r := c.post(tb.callbackURL(oaCreate), sample(t, oaCreate)); r.body != oaCreateDeny {
-			want[string(OutcomeNoDeciders)]++ // the bridge's view of the subscription lags
+			want[string(protocol.OutcomeNoDeciders)]++ // the bridge's view of the subscription lags
 			return errNotYet
 		}
-		want[string(OutcomeDecided)]++
+		want[string(protocol.OutcomeDecided)]++
 		return nil
 	})
-	callbacks(5, oaCreateDeny, OutcomeDecided)
+	callbacks(5, oaCreateDeny, protocol.OutcomeDecided)
 	storedAll(ns)
 
 	stopNATS(ns)
@@ -416,7 +416,7 @@ func TestFault_AuditStreamThroughOutages(t *testing.T) {
 		}
 		return nil
 	})
-	callbacks(5, allowAnswer, OutcomeNATSError)
+	callbacks(5, allowAnswer, protocol.OutcomeNATSError)
 	ns = runJetStreamOn(t, port, dir)
 	storedAll(ns)
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // TestMain fails the package's tests if any goroutine outlives them: every

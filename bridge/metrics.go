@@ -4,14 +4,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-)
 
-// Every outcome a callback can have, so that routes can create their
-// counters up front: the request path then only increments them.
-var allOutcomes = []Outcome{
-	OutcomeDecided, OutcomeTimeout, OutcomeNoDeciders, OutcomeInvalidReply, OutcomeDeciderError,
-	OutcomeNATSError, OutcomeShed, OutcomeCircuitOpen, OutcomePublished,
-}
+	"github.com/timbus-dev/timbus/deciders/protocol"
+)
 
 // Every reason a request can be refused for.
 var rejectReasons = []string{
@@ -34,7 +29,7 @@ type metrics struct {
 
 // routeMetrics are one route's collectors, resolved once.
 type routeMetrics struct {
-	outcomes     map[Outcome]prometheus.Counter
+	outcomes     map[protocol.Outcome]prometheus.Counter
 	latency      prometheus.Observer
 	shadowAgree  prometheus.Counter
 	shadowDiffer prometheus.Counter
@@ -132,13 +127,13 @@ func newMetrics(b *Bridge) *metrics {
 
 func (m *metrics) forRoute(app, command string) routeMetrics {
 	rm := routeMetrics{
-		outcomes:     make(map[Outcome]prometheus.Counter, len(allOutcomes)),
+		outcomes:     make(map[protocol.Outcome]prometheus.Counter, len(protocol.CallbackOutcomes())),
 		latency:      m.latency.WithLabelValues(app, command),
 		shadowAgree:  m.shadow.WithLabelValues(app, command, "true"),
 		shadowDiffer: m.shadow.WithLabelValues(app, command, "false"),
 		breakerOpen:  m.breaker.WithLabelValues(app, command),
 	}
-	for _, o := range allOutcomes {
+	for _, o := range protocol.CallbackOutcomes() {
 		rm.outcomes[o] = m.callbacks.WithLabelValues(app, command, string(o))
 	}
 	return rm

@@ -12,12 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// replyMux sends decide requests and routes their replies. It replaces the
-// NATS client's own request path because timbus needs what that path drops:
-// a reply that comes after timbus gave up (recorded as "late"), and replies
-// to shadow requests nobody waits for. All replies arrive on one wildcard
-// subscription; pending calls sit in sharded maps so that concurrent
-// callbacks do not contend on one lock.
+// replyMux is the request-reply transport of decide requests. It replaces
+// the NATS client's own request path because timbus needs what that path
+// drops: a reply that comes after the caller gave up, and replies to requests
+// nobody waits for (shadow requests). Such replies, or the news that none
+// came, are handed to a function the caller gave; the mux knows nothing of
+// what they mean. All replies arrive on one wildcard subscription; pending
+// calls sit in sharded maps so that concurrent callbacks do not contend on
+// one lock.
 type replyMux struct {
 	nc     *nats.Conn
 	inbox  string // "<inbox>." — a call's reply subject is inbox + its id
@@ -25,11 +27,6 @@ type replyMux struct {
 	next   atomic.Uint64
 	shards [muxShards]muxShard
 	calls  sync.Pool
-
-	// late receives replies to calls the bridge stopped waiting for, and
-	// shadow replies and expiries; both run on the mux's goroutines.
-	late   func(c *call, reply *nats.Msg)
-	shadow func(c *call, reply *nats.Msg, outcome Outcome)
 
 	quit chan struct{}
 	done chan struct{}
@@ -57,24 +54,19 @@ type call struct {
 	// who saw one reply subject can guess another call's.
 	key      uint64
 	deadline time.Time
-	reply    chan *nats.Msg // primary calls: the one reply, buffered
+	reply    chan *nats.Msg // a waited call's one reply, buffered
 
-	// Set when the primary stopped waiting, under the shard lock.
-	abandoned bool
-	late      lateInfo
-
-	// shadowOf is the audit entry a shadow call's result goes into.
-	shadowOf    *auditEntry
-	shadowRoute *route
+	// handoff is set, under the shard lock, on a call nobody waits for: a
+	// request sent with send, or one whose waiter gave up. It receives the
+	// call's reply, or nil once expires passes without one (or the mux
+	// stops), on the mux's goroutines.
+	handoff func(reply *nats.Msg)
+	expires time.Time
 }
 
-// lateInfo is what a late reply's record needs, copied when the call is
-// abandoned since the request's own buffers are reused.
-type lateInfo struct {
-	route     *route
-	requestID string
-	received  time.Time
-}
+// A handoff receives the reply to a call nobody waits for, or nil when none
+// came in time.
+type handoff = func(reply *nats.Msg)
 
 func newReplyMux(g *group, nc *nats.Conn) (*replyMux, error) {
 	m := &replyMux{nc: nc, inbox: nc.NewInbox() + ".", quit: make(chan struct{}), done: make(chan struct{})}
@@ -82,7 +74,7 @@ func newReplyMux(g *group, nc *nats.Conn) (*replyMux, error) {
 		m.shards[i].calls = make(map[uint64]*call)
 	}
 	m.calls.New = func() any { return &call{reply: make(chan *nats.Msg, 1)} }
-	sub, err := nc.Subscribe(m.inbox+"*", m.route)
+	sub, err := nc.Subscribe(m.inbox+"*", m.deliver)
 	if err != nil {
 		return nil, err
 	}
@@ -118,10 +110,11 @@ func (m *replyMux) forget(c *call) {
 }
 
 // request publishes msg, whose Reply is set to a fresh reply subject built in
-// replyBuf, and waits for the reply until timer fires. The timer must be
-// stopped and drained. When it gives up, the call stays registered until
-// lateGrace passes, so that a late reply is still seen; late describes it.
-func (m *replyMux) request(msg *nats.Msg, deadline time.Time, timer *time.Timer, replyBuf []byte, late func() lateInfo) (*nats.Msg, []byte, error) {
+// replyBuf, and waits for the reply until timer fires at deadline. The timer
+// must be stopped and drained. When it gives up, the call stays registered
+// until lateGrace passes, and a late reply goes to the function abandon
+// returns (called only then, so that waiting costs no closure).
+func (m *replyMux) request(msg *nats.Msg, deadline time.Time, timer *time.Timer, replyBuf []byte, abandon func() handoff) (*nats.Msg, []byte, error) {
 	c := m.calls.Get().(*call)
 	replyBuf = m.register(c, deadline, replyBuf[:0])
 	msg.Reply = bytesString(replyBuf)
@@ -149,16 +142,15 @@ func (m *replyMux) request(msg *nats.Msg, deadline time.Time, timer *time.Timer,
 		return reply, replyBuf, nil
 	default:
 	}
-	c.abandoned = true
-	c.late = late()
+	c.handoff, c.expires = abandon(), deadline.Add(lateGrace)
 	s.mu.Unlock()
 	return nil, replyBuf, nats.ErrTimeout
 }
 
-// shadowRequest publishes msg to a shadow decider; its reply, or its expiry
-// at deadline, is handed to m.shadow with e.
-func (m *replyMux) shadowRequest(msg *nats.Msg, rt *route, deadline time.Time, e *auditEntry) error {
-	c := &call{shadowOf: e, shadowRoute: rt}
+// send publishes msg as a request nobody waits for: its reply, or nil at
+// deadline, goes to h.
+func (m *replyMux) send(msg *nats.Msg, deadline time.Time, h handoff) error {
+	c := &call{handoff: h, expires: deadline}
 	msg.Reply = string(m.register(c, deadline, nil))
 	if err := m.nc.PublishMsg(msg); err != nil {
 		m.forget(c)
@@ -167,8 +159,8 @@ func (m *replyMux) shadowRequest(msg *nats.Msg, rt *route, deadline time.Time, e
 	return nil
 }
 
-// route delivers a reply to its call.
-func (m *replyMux) route(reply *nats.Msg) {
+// deliver hands a reply to its call.
+func (m *replyMux) deliver(reply *nats.Msg) {
 	tail := reply.Subject[min(len(m.inbox), len(reply.Subject)):]
 	idText, keyText, ok := strings.Cut(tail, "_")
 	if !ok {
@@ -190,21 +182,16 @@ func (m *replyMux) route(reply *nats.Msg) {
 		return // a second reply, one later than lateGrace, or a forgery
 	}
 	delete(s.calls, id)
-	switch {
-	case c.shadowOf != nil:
+	if h := c.handoff; h != nil {
 		s.mu.Unlock()
-		m.shadow(c, reply, "")
-	case c.abandoned:
-		s.mu.Unlock()
-		m.late(c, reply)
-	default:
-		c.reply <- reply // buffered, and only one reply is routed per call
-		s.mu.Unlock()
+		h(reply)
+		return
 	}
+	c.reply <- reply // buffered, and only one reply is routed per call
+	s.mu.Unlock()
 }
 
-// sweep expires shadow calls at their deadline and forgets abandoned calls
-// after lateGrace.
+// sweep expires the calls nobody waits for, telling their handoff.
 func (m *replyMux) sweep() {
 	defer close(m.done)
 	tick := time.NewTicker(sweepEvery)
@@ -219,18 +206,15 @@ func (m *replyMux) sweep() {
 				s := &m.shards[i]
 				s.mu.Lock()
 				for id, c := range s.calls {
-					switch {
-					case c.shadowOf != nil && now.After(c.deadline):
+					if c.handoff != nil && now.After(c.expires) {
 						expired = append(expired, c)
-						delete(s.calls, id)
-					case c.abandoned && now.After(c.deadline.Add(lateGrace)):
 						delete(s.calls, id)
 					}
 				}
 				s.mu.Unlock()
 			}
 			for _, c := range expired {
-				m.shadow(c, nil, OutcomeTimeout)
+				c.handoff(nil)
 			}
 			clear(expired)
 			expired = expired[:0]
@@ -238,8 +222,9 @@ func (m *replyMux) sweep() {
 	}
 }
 
-// stop ends the sweeper and settles pending shadow calls as timed out, so
-// that their audit records are still published.
+// stop ends the sweeper and tells the handoff of every call nobody waits
+// for that no reply came, so that what waits on them (shadow verdicts in
+// audit records) is settled.
 func (m *replyMux) stop() {
 	close(m.quit)
 	<-m.done
@@ -249,14 +234,14 @@ func (m *replyMux) stop() {
 		s.mu.Lock()
 		var pending []*call
 		for id, c := range s.calls {
-			if c.shadowOf != nil {
+			if c.handoff != nil {
 				pending = append(pending, c)
 			}
 			delete(s.calls, id)
 		}
 		s.mu.Unlock()
 		for _, c := range pending {
-			m.shadow(c, nil, OutcomeTimeout)
+			c.handoff(nil)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // authCase is a NATS server wanting one kind of credential, the

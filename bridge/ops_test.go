@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -165,7 +167,7 @@ func TestBridge_Shed(t *testing.T) {
 	if got.body != allowAnswer || got.elapsed > 200*time.Millisecond {
 		t.Errorf("over the cap: %s after %v, want the default at once", got.body, got.elapsed)
 	}
-	if o := tb.lastCallbackLog(t)["outcome"]; o != string(OutcomeShed) {
+	if o := tb.lastCallbackLog(t)["outcome"]; o != string(protocol.OutcomeShed) {
 		t.Errorf("outcome %v", o)
 	}
 	close(release)
@@ -194,7 +196,7 @@ func TestBridge_CircuitBreaker(t *testing.T) {
 		post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))
 	}
 	got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate))
-	if o := tb.lastCallbackLog(t)["outcome"]; o != string(OutcomeCircuitOpen) || got.elapsed > 50*time.Millisecond {
+	if o := tb.lastCallbackLog(t)["outcome"]; o != string(protocol.OutcomeCircuitOpen) || got.elapsed > 50*time.Millisecond {
 		t.Fatalf("after 3 timeouts: outcome %v after %v, want circuit_open at once", o, got.elapsed)
 	}
 	_, text := get(t, tb.base+PathMetrics)

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
-	"github.com/timbus-dev/timbus/bridge/internal/benchratio"
+	"github.com/timbus-dev/timbus/internal/benchratio"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 func TestParseCallback(t *testing.T) {
@@ -50,7 +50,7 @@ func TestParseCallback(t *testing.T) {
 // decoded, is the command it returns, and no other key could pass for that
 // member in a decoder that ignores case.
 func FuzzParseCallback(f *testing.F) {
-	for _, s := range catalog.SampleRequests() {
+	for _, s := range samples.Requests() {
 		f.Add(s.Body)
 	}
 	f.Add([]byte(`{"CallbackCommand":"C2C.CallbackBeforeSendMsg","Callback\u0043ommand":"Group.CallbackBeforeSendMsg"}`))

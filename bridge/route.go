@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
@@ -39,7 +39,7 @@ type route struct {
 }
 
 // fallbackResult is the answer with the route's default verdict.
-func (r *route) fallbackResult(body []byte, o Outcome, err error) result {
+func (r *route) fallbackResult(body []byte, o protocol.Outcome, err error) result {
 	return result{status: fasthttp.StatusOK, answer: r.fallbackFor(body), outcome: o, code: r.code, err: err}
 }
 

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 func sample(t *testing.T, command string) []byte {
 	t.Helper()
-	b, ok := catalog.SampleRequest(command)
+	b, ok := samples.Request(command)
 	if !ok {
 		t.Fatalf("no sample for %s", command)
 	}
@@ -236,7 +236,7 @@ func TestCallback_Decode(t *testing.T) {
 // body it accepts is a JSON object, and each field holds exactly what the
 // member of that name holds (missing or null: the zero value).
 func FuzzCallbackFields(f *testing.F) {
-	for _, s := range catalog.SampleRequests() {
+	for _, s := range samples.Requests() {
 		f.Add(s.Body)
 	}
 	for _, s := range []string{`{}`, `null`, `[]`, `{"Name":null,"EventTime":"12"}`, `{"name":"x","Name":"y"}`,

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 

@@ -28,7 +28,7 @@
 //     answered Tencent already), and otherwise calls the handler with a
 //     context that ends at that deadline;
 //   - checks the handler's Verdict against the command's rules (codes and
-//     extra reply fields, from package catalog) and replies with Tencent's
+//     extra reply fields, from package deciders/catalog) and replies with Tencent's
 //     reply JSON, naming itself in the Timbus-Decider header
 //     ("<name>/<version>/<instance>") for the bridge's audit records;
 //   - turns a handler error, a panic or a verdict the command does not accept

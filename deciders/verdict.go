@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 )
 
 // ErrInvalidVerdict is wrapped by the error Verdict.Reply returns for a

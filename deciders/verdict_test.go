@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders"
+	"github.com/timbus-dev/timbus/deciders/catalog"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 func TestVerdict_MarshalJSON(t *testing.T) {
@@ -70,7 +71,7 @@ func TestVerdict_MatchesDocumentedReplies(t *testing.T) {
 		"Sns.CallbackPrevFriendAdd.allow": deciders.ResultItems(
 			deciders.ResultItem{ToAccount: "id1"}, deciders.ResultItem{ToAccount: "id2"}),
 	}
-	for _, s := range catalog.SampleReplies() {
+	for _, s := range samples.Replies() {
 		t.Run(s.Name, func(t *testing.T) {
 			v, ok := verdicts[s.Name]
 			if !ok {

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 // What every setup is asked and answers.
@@ -46,7 +46,7 @@ var verdict = []byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`)
 // callbackBody is Tencent's documented body of benchCommand, compacted as
 // Tencent sends it.
 func callbackBody() ([]byte, error) {
-	raw, ok := catalog.SampleRequest(benchCommand)
+	raw, ok := samples.Request(benchCommand)
 	if !ok {
 		return nil, fmt.Errorf("no documented sample of %s", benchCommand)
 	}

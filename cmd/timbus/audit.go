@@ -21,8 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
@@ -30,7 +29,7 @@ import (
 // protocol.AuditRecord), for checking --outcome.
 var auditOutcomes = func() []string {
 	var names []string
-	for _, o := range bridge.AuditOutcomes() {
+	for _, o := range protocol.AuditOutcomes() {
 		names = append(names, string(o))
 	}
 	return names

@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/catalog"
-	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 // The apps and commands of the recorded traffic.
@@ -88,7 +88,7 @@ func streamRecords(t *testing.T, url, name string) []stored {
 // account of this name.
 func oaBody(t *testing.T, name string) []byte {
 	t.Helper()
-	sample, ok := catalog.SampleRequest(createOA)
+	sample, ok := samples.Request(createOA)
 	if !ok || !bytes.Contains(sample, []byte("TestOfficialAccount")) {
 		t.Fatalf("the %s sample changed; the test needs its Name", createOA)
 	}
@@ -97,7 +97,7 @@ func oaBody(t *testing.T, name string) []byte {
 
 func sampleBody(t *testing.T, command string) []byte {
 	t.Helper()
-	b, ok := catalog.SampleRequest(command)
+	b, ok := samples.Request(command)
 	if !ok {
 		t.Fatalf("no sample for %s", command)
 	}

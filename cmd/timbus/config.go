@@ -15,7 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 )
 
 // serveConfig is everything "timbus serve" needs, resolved from its layers:

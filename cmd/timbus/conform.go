@@ -17,8 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 // conformAppID is the SdkAppid conform puts in subjects and headers unless
@@ -178,7 +179,7 @@ func checkConformArgs(natsURL, appID, prefix string, timeout time.Duration, name
 				continue
 			}
 			p := conformPlan{command: c}
-			if body, ok := catalog.SampleRequest(c.Name); ok {
+			if body, ok := samples.Request(c.Name); ok {
 				p.body, p.source = body, bodySample
 			}
 			plan = append(plan, p)
@@ -201,7 +202,7 @@ func checkConformArgs(natsURL, appID, prefix string, timeout time.Duration, name
 			return nil, fmt.Errorf("--command %q: Tencent does not wait for a verdict on it (it is published as an event), so there is no reply to check", name)
 		}
 		p := conformPlan{command: c, source: bodySample}
-		body, ok := catalog.SampleRequest(name)
+		body, ok := samples.Request(name)
 		if !ok {
 			body, _ = json.Marshal(struct{ CallbackCommand string }{name})
 			p.source = bodyMinimal
@@ -281,7 +282,7 @@ func (c *conformer) check(p conformPlan) conformRow {
 	data := string(reply.Data)
 	row.Reply = &data
 	outcome, errorCode, reason := judgeReply(p.command, reply)
-	if outcome != bridge.OutcomeDecided {
+	if outcome != protocol.OutcomeDecided {
 		row.Reason = reason
 		return row
 	}
@@ -291,12 +292,12 @@ func (c *conformer) check(p conformPlan) conformRow {
 
 // judgeReply reads a decider's reply exactly as the bridge does, and says
 // why in words for people when it is not a valid verdict.
-func judgeReply(cmd *catalog.Command, reply *nats.Msg) (bridge.Outcome, int, string) {
-	outcome, code, err := bridge.JudgeReply(cmd, reply)
+func judgeReply(cmd *catalog.Command, reply *nats.Msg) (protocol.Outcome, int, string) {
+	outcome, code, err := cmd.JudgeReply(reply)
 	switch {
 	case err == nil:
 		return outcome, code, ""
-	case outcome == bridge.OutcomeInvalidReply:
+	case outcome == protocol.OutcomeInvalidReply:
 		reason := err.Error()
 		if re, ok := errors.AsType[*catalog.ReplyError](err); ok {
 			reason = re.Reason

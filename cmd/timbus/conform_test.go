@@ -13,9 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 const createOA = "OfficialAccount.CallbackBeforeCreateOfficialAccount"
@@ -73,7 +74,7 @@ func TestConformGoodDecider(t *testing.T) {
 	clearEnv(t)
 	ns := natstest.Run(t)
 	nc := natstest.Connect(t, ns)
-	sample, _ := catalog.SampleRequest(createOA)
+	sample, _ := samples.Request(createOA)
 	deny := `{"ActionStatus":"OK","ErrorCode":120005,"ErrorInfo":"name reserved"}`
 
 	var mu sync.Mutex
@@ -245,7 +246,7 @@ func beforeCommands(t *testing.T) (sampled, unsampled []string) {
 		if !c.Kind.NeedsReply() {
 			continue
 		}
-		if _, ok := catalog.SampleRequest(c.Name); ok {
+		if _, ok := samples.Request(c.Name); ok {
 			sampled = append(sampled, c.Name)
 		} else {
 			unsampled = append(unsampled, c.Name)

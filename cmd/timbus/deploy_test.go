@@ -840,7 +840,7 @@ func TestDeployDockerfile(t *testing.T) {
 			}
 		}
 	}
-	for _, dir := range []string{"go.mod", "go.sum", "cmd/timbus", "bridge/catalog", "deciders/protocol", "deciders/examples/go-officialaccount"} {
+	for _, dir := range []string{"go.mod", "go.sum", "cmd/timbus", "bridge", "deciders/catalog", "deciders/protocol", "internal/jsonscan", "internal/samples", "deciders/examples/go-officialaccount"} {
 		if !allowed(dir) {
 			t.Errorf(".dockerignore leaves %s out of the build context", dir)
 		}

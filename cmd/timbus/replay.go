@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/catalog"
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
@@ -30,10 +30,10 @@ import (
 // before any verdict was due) and late (a second record of a callback
 // already recorded).
 var replayOutcomes = map[string]bool{
-	string(bridge.OutcomeDecided): true, string(bridge.OutcomeTimeout): true,
-	string(bridge.OutcomeNoDeciders): true, string(bridge.OutcomeInvalidReply): true,
-	string(bridge.OutcomeDeciderError): true, string(bridge.OutcomeNATSError): true,
-	string(bridge.OutcomeShed): true, string(bridge.OutcomeCircuitOpen): true,
+	string(protocol.OutcomeDecided): true, string(protocol.OutcomeTimeout): true,
+	string(protocol.OutcomeNoDeciders): true, string(protocol.OutcomeInvalidReply): true,
+	string(protocol.OutcomeDeciderError): true, string(protocol.OutcomeNATSError): true,
+	string(protocol.OutcomeShed): true, string(protocol.OutcomeCircuitOpen): true,
 }
 
 // replayIDPrefix marks the request ids of replayed callbacks.
@@ -313,7 +313,7 @@ func (r *replayer) replay(rec *protocol.AuditRecord) (replayRow, error) {
 func (r *replayer) judge(cmd *catalog.Command, reply *nats.Msg, now *replayedVerdict) {
 	now.Decider = reply.Header.Get(protocol.HeaderDecider)
 	outcome, errorCode, reason := judgeReply(cmd, reply)
-	if outcome != bridge.OutcomeDecided {
+	if outcome != protocol.OutcomeDecided {
 		now.Outcome, now.Reason = string(outcome), reason
 		return
 	}

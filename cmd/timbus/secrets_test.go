@@ -18,7 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // TestHostileSecretsNeverPrinted runs timbus with every secret it can be given — a

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/natstest"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // serving is a "timbus serve" running in-process.

@@ -6,7 +6,7 @@
 // silently lose those tests, so with TIMBUS_REQUIRE_EXAMPLES=1 (which .ci/run
 // sets after `make deps`) the same line fails the test instead.
 //
-// The package is at the module root, not in deciders/examples/internal, so
+// The package is at the module root, not beside the examples, so
 // that tests outside the examples (cmd/timbus-bench needs wrk) share it.
 package needs
 

@@ -19,9 +19,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/timbus-dev/timbus/bridge/natstest"
-	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/exampletest"
+	"github.com/timbus-dev/timbus/internal/natstest"
 	"github.com/timbus-dev/timbus/internal/needs"
 )
 
@@ -71,7 +71,7 @@ func binary(t *testing.T) string {
 func startDecider(t *testing.T, env ...string) (*exampletest.Env, *exampletest.Process) {
 	t.Helper()
 	bin := binary(t)
-	e := exampletest.Start(t, nil)
+	e := exampletest.Start(t, exampletest.Options{})
 	p := exampletest.Run(t, append([]string{"NATS_URL=" + e.NATSURL}, env...), ".", bin)
 	e.WaitForDecider(t, command, 15*time.Second)
 	return e, p

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/timbus-dev/timbus/bridge/catalog"
 	"github.com/timbus-dev/timbus/deciders"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 func testFilter(words ...string) *filter {
@@ -55,7 +55,7 @@ func TestFilter_Mask(t *testing.T) {
 // body returns the documented sample with its MsgBody replaced (raw JSON).
 func body(t *testing.T, msgBody string) []byte {
 	t.Helper()
-	sample, ok := catalog.SampleRequest(command)
+	sample, ok := samples.Request(command)
 	if !ok {
 		t.Fatal("no sample")
 	}

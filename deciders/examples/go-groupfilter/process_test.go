@@ -7,8 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
+	"github.com/timbus-dev/timbus/internal/exampletest"
 )
 
 // The example built and run as its own process, behind a real bridge,
@@ -22,9 +21,9 @@ func TestProcess_ThroughBridge(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	// A deny default tells a decider error apart from an allow.
-	e := exampletest.Start(t, func(c *bridge.Config) {
-		c.Default = bridge.Deny
-		c.Timeout = 1900 * time.Millisecond // room for a loaded machine running -race
+	e := exampletest.Start(t, exampletest.Options{
+		Default: "deny",
+		Timeout: 1900 * time.Millisecond, // room for a loaded machine running -race
 	})
 	p := exampletest.Run(t, []string{"NATS_URL=" + e.NATSURL}, ".", bin)
 	e.WaitForDecider(t, command, 20*time.Second)

@@ -7,8 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
+	"github.com/timbus-dev/timbus/internal/exampletest"
 )
 
 // buildExample builds this example into a temporary directory, as a user
@@ -30,9 +29,9 @@ func TestProcess_ThroughBridge(t *testing.T) {
 	}
 	bin := buildExample(t)
 	// A deny default tells a decider error apart from an allow.
-	e := exampletest.Start(t, func(c *bridge.Config) {
-		c.Default = bridge.Deny
-		c.Timeout = 1900 * time.Millisecond // room for a loaded machine running -race
+	e := exampletest.Start(t, exampletest.Options{
+		Default: "deny",
+		Timeout: 1900 * time.Millisecond, // room for a loaded machine running -race
 	})
 	p := exampletest.Run(t, []string{"NATS_URL=" + e.NATSURL}, ".", bin, "--reserved", "admin,boss", "--log-level", "debug")
 	e.WaitForDecider(t, command, 20*time.Second)

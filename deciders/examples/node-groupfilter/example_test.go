@@ -16,11 +16,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
-	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/exampletest"
 	"github.com/timbus-dev/timbus/internal/needs"
 )
 
@@ -98,10 +96,7 @@ func setup(t *testing.T, env ...string) (*exampletest.Env, *exampletest.Process,
 	t.Helper()
 	requireNode(t)
 	logs := &lines{}
-	e := exampletest.Start(t, func(c *bridge.Config) {
-		c.Logger = zerolog.New(logs)
-		c.Timeout = bridgeTimeout
-	})
+	e := exampletest.Start(t, exampletest.Options{Logs: logs, Timeout: bridgeTimeout})
 	p := exampletest.Run(t, append([]string{"NATS_URL=" + e.NATSURL}, env...), ".", "node", "main.js")
 	e.WaitForDecider(t, command, 20*time.Second)
 	return e, p, logs
@@ -295,10 +290,7 @@ func TestGroupFilter_Wire(t *testing.T) {
 func TestGroupFilter_ConfigAndStop(t *testing.T) {
 	requireNode(t)
 	const prefix = "acme.timbus"
-	e := exampletest.Start(t, func(c *bridge.Config) {
-		c.SubjectPrefix = prefix
-		c.Timeout = bridgeTimeout
-	})
+	e := exampletest.Start(t, exampletest.Options{SubjectPrefix: prefix, Timeout: bridgeTimeout})
 	p := exampletest.Run(t, []string{"NATS_URL=" + e.NATSURL, "SUBJECT_PREFIX=" + prefix, "BANNED=darn, heck ,,垃圾", "BLOCKED=bad word"},
 		".", "node", "main.js")
 	nc, err := nats.Connect(e.NATSURL)

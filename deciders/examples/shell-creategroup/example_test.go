@@ -16,10 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/deciders/examples/internal/exampletest"
+	"github.com/timbus-dev/timbus/internal/exampletest"
 	"github.com/timbus-dev/timbus/internal/needs"
 )
 
@@ -34,7 +31,7 @@ const (
 // The tests give the command a default verdict of their own, so that an
 // answer the bridge made up can never pass for the decider's allow.
 var (
-	bridgeDefault       = bridge.Verdict{Code: 10199, Info: "timbus default"}
+	bridgeDefault       = "10199:timbus default"
 	bridgeDefaultAnswer = `{"ActionStatus":"OK","ErrorInfo":"timbus default","ErrorCode":10199}`
 )
 
@@ -50,10 +47,7 @@ func TestDecider(t *testing.T) {
 	unsetenv(t, "BLOCKED", "SUBJECT_PREFIX", "NATS_CONTEXT")
 
 	logs := &lineBuffer{}
-	env := exampletest.Start(t, func(c *bridge.Config) {
-		c.Commands = map[string]bridge.CommandConfig{command: {Default: &bridgeDefault}}
-		c.Logger = zerolog.New(logs)
-	})
+	env := exampletest.Start(t, exampletest.Options{CommandDefaults: map[string]string{command: bridgeDefault}, Logs: logs})
 	p, marker := runDecider(t, env, bin)
 	env.WaitForDecider(t, command, 15*time.Second)
 	// Tencent's sample passes the conformance kit.
@@ -146,10 +140,7 @@ func TestDecider_BodyOverEnvLimit(t *testing.T) {
 	bin := requireTools(t)
 	unsetenv(t, "BLOCKED", "SUBJECT_PREFIX", "NATS_CONTEXT")
 	logs := &lineBuffer{}
-	env := exampletest.Start(t, func(c *bridge.Config) {
-		c.Commands = map[string]bridge.CommandConfig{command: {Default: &bridgeDefault}}
-		c.Logger = zerolog.New(logs)
-	})
+	env := exampletest.Start(t, exampletest.Options{CommandDefaults: map[string]string{command: bridgeDefault}, Logs: logs})
 	runDecider(t, env, bin)
 	env.WaitForDecider(t, command, 15*time.Second)
 
@@ -164,10 +155,7 @@ func TestDecider_BodyOverEnvLimit(t *testing.T) {
 func TestDecider_Settings(t *testing.T) {
 	bin := requireTools(t)
 	unsetenv(t, "NATS_CONTEXT")
-	env := exampletest.Start(t, func(c *bridge.Config) {
-		c.SubjectPrefix = "acme.timbus"
-		c.Commands = map[string]bridge.CommandConfig{command: {Default: &bridgeDefault}}
-	})
+	env := exampletest.Start(t, exampletest.Options{SubjectPrefix: "acme.timbus", CommandDefaults: map[string]string{command: bridgeDefault}})
 	runDecider(t, env, bin, "SUBJECT_PREFIX=acme.timbus", "BLOCKED=spam, 赌博  casino")
 
 	// exampletest.WaitForDecider knows only the default prefix: post until

@@ -6,7 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/timbus-dev/timbus/bridge/internal/benchratio"
+	"github.com/timbus-dev/timbus/internal/benchratio"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 func TestCatalog_Counts(t *testing.T) {
@@ -181,7 +182,7 @@ func TestValidateReply(t *testing.T) {
 
 // TestValidateReply_Samples: every documented reply is valid for its command.
 func TestValidateReply_Samples(t *testing.T) {
-	replies := SampleReplies()
+	replies := samples.Replies()
 	if len(replies) < 6 {
 		t.Fatalf("%d reply samples", len(replies))
 	}
@@ -207,7 +208,7 @@ func TestUnlisted_ValidateReply(t *testing.T) {
 }
 
 func TestSamples(t *testing.T) {
-	requests := SampleRequests()
+	requests := samples.Requests()
 	if len(requests) < 20 {
 		t.Fatalf("%d request samples", len(requests))
 	}
@@ -215,15 +216,15 @@ func TestSamples(t *testing.T) {
 		if _, ok := Lookup(s.Command); !ok {
 			t.Errorf("sample %s: command not in the catalog", s.Name)
 		}
-		if b, ok := SampleRequest(s.Command); !ok || string(b) != string(s.Body) {
-			t.Errorf("SampleRequest(%s) differs from SampleRequests", s.Command)
+		if b, ok := samples.Request(s.Command); !ok || string(b) != string(s.Body) {
+			t.Errorf("samples.Request(%s) differs from samples.Requests", s.Command)
 		}
 	}
 }
 
 func TestPerUserAnswer(t *testing.T) {
 	cmd, _ := Lookup("Sns.CallbackPrevFriendResponse")
-	body, ok := SampleRequest("Sns.CallbackPrevFriendResponse")
+	body, ok := samples.Request("Sns.CallbackPrevFriendResponse")
 	if !ok {
 		t.Fatal("no sample")
 	}
@@ -238,7 +239,7 @@ func TestPerUserAnswer(t *testing.T) {
 }
 
 func FuzzValidateReply(f *testing.F) {
-	for _, s := range SampleReplies() {
+	for _, s := range samples.Replies() {
 		f.Add(s.Body)
 	}
 	f.Add([]byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","Error\u0043ode":999999}`))
@@ -263,7 +264,7 @@ func FuzzValidateReply(f *testing.F) {
 func BenchmarkValidateReply(b *testing.B) {
 	cmd, _ := Lookup("C2C.CallbackBeforeSendMsg")
 	var reply []byte
-	for _, s := range SampleReplies() {
+	for _, s := range samples.Replies() {
 		if s.Name == "C2C.CallbackBeforeSendMsg.modify" {
 			reply = s.Body
 		}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/timbus-dev/timbus/bridge/internal/benchratio"
+	"github.com/timbus-dev/timbus/internal/benchratio"
 )
 
 func TestObject(t *testing.T) {

@@ -22,9 +22,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/timbus-dev/timbus/bridge"
-	"github.com/timbus-dev/timbus/bridge/catalog"
-	"github.com/timbus-dev/timbus/bridge/natstest"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
+	"github.com/timbus-dev/timbus/internal/samples"
 )
 
 // SdkAppID is the app the bridge serves in these tests.
@@ -39,9 +39,26 @@ type Env struct {
 	nc        *nats.Conn
 }
 
-// Start runs NATS and a bridge serving SdkAppID, both stopped when the test
-// ends. mutate may adjust the bridge config.
-func Start(t testing.TB, mutate func(*bridge.Config)) *Env {
+// Options are the bridge settings a test of an example may change; the
+// examples' tests set them through here rather than through bridge.Config,
+// so that nothing under deciders/ depends on the bridge package.
+type Options struct {
+	// SubjectPrefix replaces the default first subject token.
+	SubjectPrefix string
+	// Timeout is how long the bridge waits for a verdict.
+	Timeout time.Duration
+	// Default is the bridge's default verdict as the --default flag reads
+	// it ("allow", "deny", "<code>:<info>").
+	Default string
+	// CommandDefaults sets the default verdict of single commands.
+	CommandDefaults map[string]string
+	// Logs receives the bridge's JSON log lines; nil discards them.
+	Logs io.Writer
+}
+
+// Start runs NATS and a bridge serving SdkAppID with opts, both stopped when
+// the test ends.
+func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
 	ns := natstest.Run(t)
 	cfg := bridge.DefaultConfig()
@@ -49,8 +66,24 @@ func Start(t testing.TB, mutate func(*bridge.Config)) *Env {
 	cfg.NATSURL = ns.ClientURL()
 	cfg.Apps = []bridge.App{{ID: SdkAppID}}
 	cfg.Logger = zerolog.Nop()
-	if mutate != nil {
-		mutate(&cfg)
+	if opts.Logs != nil {
+		cfg.Logger = zerolog.New(opts.Logs)
+	}
+	if opts.SubjectPrefix != "" {
+		cfg.SubjectPrefix = opts.SubjectPrefix
+	}
+	if opts.Timeout > 0 {
+		cfg.Timeout = opts.Timeout
+	}
+	if opts.Default != "" {
+		cfg.Default = verdict(t, opts.Default)
+	}
+	if len(opts.CommandDefaults) > 0 {
+		cfg.Commands = make(map[string]bridge.CommandConfig, len(opts.CommandDefaults))
+		for command, text := range opts.CommandDefaults {
+			v := verdict(t, text)
+			cfg.Commands[command] = bridge.CommandConfig{Default: &v}
+		}
 	}
 	b, err := bridge.New(cfg)
 	if err != nil {
@@ -65,6 +98,15 @@ func Start(t testing.TB, mutate func(*bridge.Config)) *Env {
 		_ = b.Shutdown(ctx)
 	})
 	return &Env{NATSURL: ns.ClientURL(), BridgeURL: "http://" + b.Addr(), nc: natstest.Connect(t, ns)}
+}
+
+func verdict(t testing.TB, text string) bridge.Verdict {
+	t.Helper()
+	v, err := bridge.ParseVerdict(text)
+	if err != nil {
+		t.Fatalf("exampletest: %v", err)
+	}
+	return v
 }
 
 // Post sends a callback for command to the bridge as Tencent would and
@@ -89,7 +131,7 @@ func (e *Env) Post(t testing.TB, command string, body []byte) (int, string) {
 // Sample returns Tencent's documented request body for command.
 func Sample(t testing.TB, command string) []byte {
 	t.Helper()
-	b, ok := catalog.SampleRequest(command)
+	b, ok := samples.Request(command)
 	if !ok {
 		t.Fatalf("no sample for %s", command)
 	}
@@ -103,7 +145,7 @@ func (e *Env) WaitForDecider(t testing.TB, command string, total time.Duration) 
 	subject := protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, SdkAppID, command)
 	deadline := time.Now().Add(total)
 	body := []byte(`{}`)
-	if b, ok := catalog.SampleRequest(command); ok {
+	if b, ok := samples.Request(command); ok {
 		body = b
 	}
 	for {

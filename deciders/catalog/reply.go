@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/timbus-dev/timbus/bridge/internal/jsonscan"
+	"github.com/timbus-dev/timbus/internal/jsonscan"
 )
 
 // ErrInvalidReply is wrapped by every error ValidateReply returns.
