@@ -21,7 +21,7 @@ import (
 // decider, measured in the same run: "x_nats" is the bridge's time over it
 // and "allocs_over_nats" the allocations the bridge adds to it.
 func BenchmarkBridge_HotPath(b *testing.B) {
-	tb := startBridge(b, func(c *Config) { c.Logger = zerolog.New(io.Discard) })
+	tb := startBridge(b, func(c *Config) { c.Logger, c.LogCallbacks = zerolog.New(io.Discard), DefaultConfig().LogCallbacks })
 	sub, err := tb.nc.QueueSubscribe(decideOA, "deciders", func(m *nats.Msg) { _ = m.Respond([]byte(oaCreateDeny)) })
 	if err != nil {
 		b.Fatal(err)
@@ -56,7 +56,7 @@ func BenchmarkBridge_HotPath(b *testing.B) {
 // "x_without" is the ratio of the two; audit publishing is off the request
 // path, so it should stay near 1.
 func BenchmarkBridge_AuditSubscriber(b *testing.B) {
-	tb := startBridge(b, func(c *Config) { c.Logger = zerolog.New(io.Discard) })
+	tb := startBridge(b, func(c *Config) { c.Logger, c.LogCallbacks = zerolog.New(io.Discard), DefaultConfig().LogCallbacks })
 	sub, err := tb.nc.QueueSubscribe(decideOA, "deciders", func(m *nats.Msg) { _ = m.Respond([]byte(oaCreateDeny)) })
 	if err != nil {
 		b.Fatal(err)
@@ -125,7 +125,7 @@ func natsConnect(tb testing.TB, url string) *nats.Conn {
 // one at a time, "parallel" from GOMAXPROCS×8 goroutines at once, as when
 // Tencent sends many notifications together.
 func BenchmarkBridge_AfterCallback(b *testing.B) {
-	tb := startBridge(b, func(c *Config) { c.Logger = zerolog.New(io.Discard) })
+	tb := startBridge(b, func(c *Config) { c.Logger, c.LogCallbacks = zerolog.New(io.Discard), DefaultConfig().LogCallbacks })
 	sub, err := tb.nc.Subscribe("timbus.event.>", func(*nats.Msg) {})
 	if err != nil {
 		b.Fatal(err)

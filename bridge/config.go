@@ -135,12 +135,34 @@ type Config struct {
 	// cap. Behind a proxy every connection comes from the proxy.
 	MaxConnsPerIP int
 
-	// Logger receives one line per callback at info level. Default: none.
+	// Logger receives the bridge's log lines; per-callback lines, at info,
+	// as LogCallbacks says. Default: none.
 	Logger zerolog.Logger
+	// LogCallbacks says which callbacks get a log line of their own. The
+	// audit records are the record of every callback; the default logs only
+	// what an operator should look at. The zero value means
+	// LogCallbacksFailures.
+	LogCallbacks CallbackLog
 
 	// now is the clock for signature checks; tests replace it.
 	now func() time.Time
 }
+
+// CallbackLog says which callbacks get a log line of their own.
+type CallbackLog string
+
+const (
+	// LogCallbacksFailures logs refusals, late replies and callbacks answered
+	// by the default (timeout, no deciders, invalid reply, decider error,
+	// NATS error, shed, circuit open) or not published; a decided or
+	// published callback gets no line.
+	LogCallbacksFailures CallbackLog = "failures"
+	// LogCallbacksAll logs every callback, like a proxy's access log.
+	LogCallbacksAll CallbackLog = "all"
+	// LogCallbacksNone logs no callback; metrics and audit records still
+	// count and record every one.
+	LogCallbacksNone CallbackLog = "none"
+)
 
 // App is one Tencent Cloud Chat application the bridge serves.
 type App struct {
@@ -194,6 +216,7 @@ func DefaultConfig() Config {
 		IdleTimeout:      90 * time.Second,
 		MaxConns:         defaultMaxConns(),
 		Logger:           zerolog.Nop(),
+		LogCallbacks:     LogCallbacksFailures,
 		Breaker:          DefaultBreakerConfig(),
 	}
 }
@@ -412,6 +435,11 @@ func (c *Config) Validate() error {
 		case listed && !cmd.Kind.NeedsReply(), c.Commands[name].FireAndForget:
 			return bad("require-deciders", name, fmt.Errorf("%w: deciders answer before commands only; this one is published as an event", ErrInvalidValue))
 		}
+	}
+	switch c.LogCallbacks {
+	case "", LogCallbacksFailures, LogCallbacksAll, LogCallbacksNone:
+	default:
+		return bad("log-callbacks", c.LogCallbacks, fmt.Errorf("%w: want failures, all or none", ErrInvalidValue))
 	}
 	if c.MaxInflight < 0 {
 		return bad("max-inflight", c.MaxInflight, fmt.Errorf("%w: 0 (no cap) or more", ErrInvalidValue))

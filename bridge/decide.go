@@ -144,6 +144,11 @@ func (b *Bridge) lateReply(rt *route, requestID string, received, deadline time.
 	if outcome != protocol.OutcomeDecided {
 		e.reason += "; the reply was " + string(outcome) + ": " + err.Error()
 	}
+	if b.cfg.LogCallbacks != LogCallbacksNone {
+		b.log.Info().Str(logKeyRequestID, requestID).Str(logKeySdkAppID, rt.app).Str(logKeyCommand, rt.command.Name).
+			Str(logKeyOutcome, string(protocol.OutcomeLate)).Int(logKeyCode, code).
+			Float64(logKeyLatency, float64(e.latency.Microseconds())/1000).Str(logKeyReason, e.reason).Msg("late reply")
+	}
 	b.audit.filled(e)
 }
 

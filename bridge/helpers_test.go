@@ -41,6 +41,7 @@ func startBridge(t testing.TB, mutate func(*Config)) *testBridge {
 	cfg.NATSURL = ns.ClientURL()
 	cfg.Apps = []App{{ID: testApp}}
 	cfg.Logger = zerolog.New(logs)
+	cfg.LogCallbacks = LogCallbacksAll // tests read the line of every callback
 	if mutate != nil {
 		mutate(&cfg)
 	}

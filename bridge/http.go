@@ -194,10 +194,19 @@ func bodyRefusal(err error) string {
 	return "the body is refused: " + err.Error()
 }
 
-// logCallback writes the callback's one log line, at info whatever the
-// outcome: at warn level an operator sees no per-callback lines, and
-// failures are counted in the metrics instead.
+// logCallback writes the callback's log line, if Config.LogCallbacks asks
+// for one, at info whatever the outcome: at warn level an operator sees no
+// per-callback lines, and failures are counted in the metrics instead.
 func (b *Bridge) logCallback(id []byte, rt *route, res result, start time.Time) {
+	switch b.cfg.LogCallbacks {
+	case LogCallbacksNone:
+		return
+	case LogCallbacksAll:
+	default:
+		if res.err == nil && (res.outcome == protocol.OutcomeDecided || res.outcome == protocol.OutcomePublished) {
+			return
+		}
+	}
 	e := b.log.Info()
 	if e == nil {
 		return
@@ -239,8 +248,10 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, status int, reason, msg string
 	ctx.SetBody(answer)
 	b.metrics.reject(reason)
 	id := b.ids.appendNext(nil)
-	b.log.Info().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(protocol.OutcomeRejected)).Str(logKeyReason, reason).
-		Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)
+	if b.cfg.LogCallbacks != LogCallbacksNone {
+		b.log.Info().Bytes(logKeyRequestID, id).Str(logKeyOutcome, string(protocol.OutcomeRejected)).Str(logKeyReason, reason).
+			Int("status", status).Str("remote", ctx.RemoteIP().String()).Msg(msg)
+	}
 
 	e := b.rejectedEntry(reason, id, ctx.Time())
 	args := ctx.QueryArgs()

@@ -197,6 +197,9 @@ var serveOptions = []option{
 		func(c *serveConfig) *string { return &c.logLevel }),
 	choiceOption("log-format", "FORMAT", []string{"json", "console"},
 		func(c *serveConfig) *string { return &c.logFormat }),
+	withUsage(choiceOption("log-callbacks", "WHICH", []string{"failures", "all", "none"},
+		func(c *serveConfig) *string { return (*string)(&c.bridge.LogCallbacks) }),
+		"which callbacks get a log line (at info): failures (refusals, late replies, defaults answered, events not published), all (an access log), none; audit records and metrics have every one"),
 	intOption("max-body-size", "BYTES", "largest callback body accepted, in bytes; larger ones get 413",
 		func(c *serveConfig) *int { return &c.bridge.MaxBodySize }),
 	intOption("max-header-size", "BYTES", "largest request line and headers accepted, in bytes",
@@ -305,6 +308,12 @@ func choiceOption(name, arg string, choices []string, field func(*serveConfig) *
 		},
 		get: func(c *serveConfig) string { return *field(c) },
 	}
+}
+
+// withUsage replaces an option's generated usage text.
+func withUsage(o option, usage string) option {
+	o.usage = usage + " (" + o.usage + ")"
+	return o
 }
 
 func findOption(name string) (option, bool) {

@@ -57,7 +57,7 @@ func TestHostileSecretsNeverPrinted(t *testing.T) {
 	}
 	natsURL := fmt.Sprintf("nats://%s:%s@%s", natsUser, natsPassword, strings.TrimPrefix(ns.ClientURL(), "nats://"))
 	args := []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--nats-url", natsURL,
-		"--sdkappid", testApp, "--token", token, "--log-level", "debug"}
+		"--sdkappid", testApp, "--token", token, "--log-level", "debug", "--log-callbacks", "all"}
 
 	s := startServe(t, args...)
 	addr := s.bridge.Addr()

@@ -52,7 +52,8 @@ type Options struct {
 	Default string
 	// CommandDefaults sets the default verdict of single commands.
 	CommandDefaults map[string]string
-	// Logs receives the bridge's JSON log lines; nil discards them.
+	// Logs receives the bridge's JSON log lines, one per callback; nil
+	// discards them.
 	Logs io.Writer
 }
 
@@ -68,6 +69,7 @@ func Start(t testing.TB, opts Options) *Env {
 	cfg.Logger = zerolog.Nop()
 	if opts.Logs != nil {
 		cfg.Logger = zerolog.New(opts.Logs)
+		cfg.LogCallbacks = bridge.LogCallbacksAll
 	}
 	if opts.SubjectPrefix != "" {
 		cfg.SubjectPrefix = opts.SubjectPrefix
