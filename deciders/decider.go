@@ -193,6 +193,9 @@ type Decider struct {
 	// name is the Timbus-Decider header sent with every reply:
 	// "<name>/<version>/<micro instance id>", copied into the audit record.
 	name string
+	// named adds it to a reply. One header map serves every reply: micro
+	// and the NATS client only read it.
+	named micro.RespondOpt
 
 	mu       sync.Mutex
 	patterns []string
@@ -243,6 +246,7 @@ func New(nc *nats.Conn, cfg Config) (*Decider, error) {
 	}
 	d.svc = svc
 	d.name = cfg.Name + "/" + cfg.Version + "/" + svc.Info().ID
+	d.named = micro.WithHeaders(micro.Headers{protocol.HeaderDecider: {d.name}})
 	return d, nil
 }
 
@@ -352,12 +356,15 @@ func (d *Decider) serve(ep *endpoint, req micro.Request) {
 		return
 	}
 
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if !cb.Deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, cb.Deadline)
+	var v Verdict
+	var err error
+	if cb.Deadline.IsZero() {
+		v, err = call(context.Background(), ep.handler, cb)
+	} else {
+		ctx := newDeadlineContext(cb.Deadline)
+		v, err = call(ctx, ep.handler, cb)
+		ctx.cancel()
 	}
-	v, err := call(ctx, ep.handler, cb)
-	cancel()
 	var reply []byte
 	if err == nil {
 		if reply, err = v.Reply(cb.Command); err != nil {
@@ -371,10 +378,10 @@ func (d *Decider) serve(ep *endpoint, req micro.Request) {
 	if err != nil {
 		res.Outcome = Failed
 		code, desc := errorReply(err)
-		if serr := req.Error(code, desc, nil, d.named()); serr != nil {
+		if serr := req.Error(code, desc, nil, d.named); serr != nil {
 			res.Err = errors.Join(err, fmt.Errorf("deciders: error reply not sent: %w", serr))
 		}
-	} else if serr := req.Respond(reply, d.named()); serr != nil {
+	} else if serr := req.Respond(reply, d.named); serr != nil {
 		res.Err = fmt.Errorf("deciders: reply not sent: %w", serr)
 	}
 	now := time.Now()
@@ -404,12 +411,6 @@ func (d *Decider) callback(req micro.Request) *Callback {
 		}
 	}
 	return cb
-}
-
-// named adds the Timbus-Decider header to a reply. (A fresh map each time:
-// micro may use it as the reply's header.)
-func (d *Decider) named() micro.RespondOpt {
-	return micro.WithHeaders(micro.Headers{protocol.HeaderDecider: {d.name}})
 }
 
 func (d *Decider) report(r Result) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/timbus-dev/timbus/deciders/catalog"
 )
@@ -160,18 +161,33 @@ func (v Verdict) MarshalJSON() ([]byte, error) {
 	return json.Marshal(w)
 }
 
+// A verdict with a code alone is sent as plainReplyHead, the code and
+// plainReplyTail: what MarshalJSON writes for it.
+const (
+	plainReplyHead = `{"ActionStatus":"OK","ErrorCode":`
+	plainReplyTail = `,"ErrorInfo":""}`
+)
+
 // Reply returns the JSON a Decider sends for v in answer to command, or an
 // error wrapping ErrInvalidVerdict that says which of the command's rules v
 // breaks. A command timbus does not know is checked for shape only, as the
 // bridge does.
 func (v Verdict) Reply(command string) ([]byte, error) {
-	b, err := v.MarshalJSON()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidVerdict, err)
-	}
 	cmd, ok := catalog.Lookup(command)
 	if !ok {
 		cmd = catalog.Unlisted(command)
+	}
+	if v.set == 0 && v.info == "" && cmd.PerUser == "" && cmd.ValidCode(v.code) {
+		// Allow, Deny, Drop and bare codes, the most common verdicts: the
+		// reply is known valid without encoding and parsing it back.
+		b := make([]byte, 0, len(plainReplyHead)+len(plainReplyTail)+6)
+		b = append(b, plainReplyHead...)
+		b = strconv.AppendInt(b, int64(v.code), 10)
+		return append(b, plainReplyTail...), nil
+	}
+	b, err := v.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidVerdict, err)
 	}
 	if _, err := cmd.ValidateReply(b); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidVerdict, err)

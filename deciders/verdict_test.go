@@ -171,3 +171,27 @@ func TestVerdict_Accessors(t *testing.T) {
 		t.Fatalf("Modify code %d", v.Code())
 	}
 }
+
+// TestVerdictReply_PlainIsMarshalJSON: the shortcut for verdicts with a code
+// alone writes what MarshalJSON writes, for every command and code.
+func TestVerdictReply_PlainIsMarshalJSON(t *testing.T) {
+	commands := append(catalog.All(), catalog.Unlisted("Some.CallbackBeforeThing"))
+	for _, cmd := range commands {
+		codes := []int{0, 1, 2, 3, cmd.Custom.Min, cmd.Custom.Max, 120001, -1}
+		for _, code := range codes {
+			v := deciders.DenyWith(code, "")
+			got, err := v.Reply(cmd.Name)
+			want, merr := v.MarshalJSON()
+			if merr != nil {
+				t.Fatal(merr)
+			}
+			_, verr := cmd.ValidateReply(want)
+			if (err == nil) != (verr == nil) {
+				t.Errorf("%s code %d: Reply error %v, ValidateReply error %v", cmd.Name, code, err, verr)
+			}
+			if err == nil && string(got) != string(want) {
+				t.Errorf("%s code %d: Reply %s, MarshalJSON %s", cmd.Name, code, got, want)
+			}
+		}
+	}
+}
