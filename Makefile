@@ -43,7 +43,7 @@ help:
 	@echo "make build  binaries in $(BIN)/"
 	@echo "make lint   gofmt and go vet"
 	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
-	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~4 min; BENCH_FLAGS=--quick)"
+	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~6 min; BENCH_FLAGS=--quick, --strict)"
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
 	@echo "make test-hostile  only the hostile-client suite"
@@ -138,10 +138,13 @@ fuzz:
 
 # End-to-end speed benchmark (cmd/timbus-bench), on 127.0.0.1 only: wrk against
 # raw fasthttp, raw NATS request-reply, timbus with embedded and with external
-# NATS, and a naive hand-written bridge (with external and with embedded NATS),
+# NATS (embedded also with an audit subscriber, and with a Go SDK decider),
+# and a naive hand-written bridge (with external and with embedded NATS),
 # interleaved with raw-http runs so that only ratios measured side by side
-# count; also the CPU each process spends per request. Flags go in
-# BENCH_FLAGS, e.g. make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~30 s).
+# count; also the CPU each process spends per request. It reports the floors
+# of the README's speed section. Flags go in BENCH_FLAGS, e.g.
+# make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~45 s), or
+# make bench BENCH_FLAGS=--strict (exit non-zero when a floor is missed).
 NATS_SERVER := github.com/nats-io/nats-server/v2@v2.15.2
 BENCH_FLAGS ?=
 

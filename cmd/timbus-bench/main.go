@@ -7,18 +7,24 @@
 //	raw-http         a bare fasthttp handler answering a fixed verdict (the HTTP ceiling)
 //	raw-nats         NATS request-reply between two processes through nats-server (the messaging ceiling)
 //	timbus-embedded  wrk → bin/timbus serve (embedded NATS) → decider process
+//	timbus-embedded-audit  the same, with a process subscribed to timbus's audit records
+//	timbus-embedded-sdk    the same, with the decider written with the Go SDK
 //	timbus-external  wrk → bin/timbus serve → nats-server process → decider process
 //	naive            wrk → a few-line fasthttp + nc.RequestWithContext bridge → nats-server → decider
 //	naive-embedded   the same bridge with a NATS server embedded in its process → decider
 //
 // Every setup uses the same decider (a plain nats.go QueueSubscribe replying
-// {"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}). The host's speed
-// drifts, so runs are interleaved with raw-http runs and each setup is judged
-// by its throughput relative to the raw-http runs right before and after it.
+// {"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}) but
+// timbus-embedded-sdk, whose decider answers the same through the Go SDK;
+// timbus runs at its default settings. The host's speed drifts, so runs are
+// interleaved with raw-http runs and each setup is judged by its throughput
+// relative to the raw-http runs right before and after it.
 // Finally timbus is driven open-loop at half the throughput it reached, to
 // measure its tail latency under a steady, realistic load. During every
 // closed-loop run it reads each process's CPU time from /proc, so that the
-// report says where the CPU per request went.
+// report says where the CPU per request went. The report ends with the
+// floors timbus is held to (report.go); with --strict a missed one fails the
+// benchmark.
 //
 // Usage:
 //
@@ -29,6 +35,8 @@
 //
 //	timbus-bench raw-http  --listen ADDR
 //	timbus-bench decider   --nats-url URL --subject SUBJECT
+//	timbus-bench sdk-decider --nats-url URL --command COMMAND
+//	timbus-bench audit-sink --nats-url URL --subject 'timbus.audit.>'
 //	timbus-bench naive     --listen ADDR (--nats-url URL | --embedded-nats ADDR)
 //	timbus-bench nats-load --nats-url URL --subject SUBJECT --concurrency N --duration D
 //	timbus-bench rate-load --url URL --rate R --duration D
@@ -61,6 +69,8 @@ func subcommands() []subcommand {
 		{"run", "run the benchmark (the default)", runBench},
 		{"raw-http", "serve a fixed verdict over fasthttp (the HTTP ceiling)", runRawHTTP},
 		{"decider", "answer decide requests with a fixed verdict (plain QueueSubscribe)", runDecider},
+		{"sdk-decider", "the same decider written with the Go SDK (package deciders)", runSDKDecider},
+		{"audit-sink", "count timbus's audit records (a subscriber to timbus.audit.>)", runAuditSink},
 		{"naive", "a hand-written fasthttp → NATS bridge of a few lines", runNaive},
 		{"nats-load", "closed-loop NATS request load with latency percentiles", runNATSLoad},
 		{"rate-load", "open-loop constant-rate HTTP load with latency percentiles", runRateLoad},
@@ -98,7 +108,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: timbus-bench [command] [flags]   (default command: run)")
 	fmt.Fprintln(w)
 	for _, c := range subcommands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "timbus-bench run --help lists the benchmark's flags.")

@@ -10,14 +10,23 @@ import (
 	"time"
 )
 
-// Floors the project aims at (see the README). They are reported, and only
-// enforced with --strict.
+// Floors the project aims at (see the README): timbus at its default
+// settings against the bridge a user would write by hand, all from the same
+// run, medians over the rounds. They are reported, and only enforced with
+// --strict.
 const (
-	floorEmbedded = 0.42                 // timbus-embedded / raw-http at 64 connections
-	floorExternal = 0.36                 // timbus-external / raw-http
-	floorNaive    = 1.25                 // timbus / naive
-	floorHalfP99  = 5 * time.Millisecond // p99 at half of timbus's own throughput
+	floorEmbedded      = 0.90 // timbus-embedded / naive-embedded
+	floorEmbeddedAudit = 0.85 // timbus-embedded-audit / naive-embedded (and every record delivered: else the run is invalid)
+	floorExternal      = 0.90 // timbus-external / naive, on the same external nats-server
+	// p99 open-loop at half of timbus's own throughput.
+	floorHalfP99Embedded = 3 * time.Millisecond
+	floorHalfP99External = 4 * time.Millisecond
+	// The SDK decider's CPU per request over the plain decider's, at most.
+	floorSDKDeciderCPU = 1.2
 )
+
+// nameSDKDeciderCPU names the comparison of the two deciders' CPU.
+const nameSDKDeciderCPU = "decider CPU per request, SDK / plain"
 
 type report struct {
 	cfg      benchConfig
@@ -117,48 +126,114 @@ func (r *report) ratios() []ratio {
 			}
 		}
 	}
+	for _, t := range []string{setupEmbeddedAudit, setupEmbeddedSDK} {
+		for _, other := range []string{setupNaiveEmbedded, setupEmbedded} {
+			if has(t) && has(other) {
+				out = append(out, ratioOf(t+" / "+other, pair(t, other)))
+			}
+		}
+	}
 	return out
+}
+
+// cpuRatios compares CPU per request between setups, round by round: the
+// SDK decider's (timbus-embedded-sdk) with the plain decider's
+// (timbus-embedded). A round without both numbers (CPU accounting failed,
+// or too few requests for a tick of CPU time) is left out.
+func (r *report) cpuRatios() []ratio {
+	if !slices.Contains(r.cfg.setups, setupEmbedded) || !slices.Contains(r.cfg.setups, setupEmbeddedSDK) {
+		return nil
+	}
+	plain := map[int]float64{}
+	for _, x := range r.runsOf(setupEmbedded) {
+		if v := x.CPU["decider"]; v > 0 {
+			plain[x.Round] = v
+		}
+	}
+	var xs []float64
+	for _, x := range r.runsOf(setupEmbeddedSDK) {
+		if v, p := x.CPU["decider"], plain[x.Round]; v > 0 && p > 0 {
+			xs = append(xs, v/p)
+		}
+	}
+	return []ratio{ratioOf(nameSDKDeciderCPU, xs)}
 }
 
 // floor is one target and whether it was met.
 type floor struct {
 	Name   string  `json:"name"`
-	Value  float64 `json:"value"`
+	Value  float64 `json:"value"` // median over Rounds
 	Target float64 `json:"target"`
 	AtMost bool    `json:"at_most,omitempty"` // the value must not exceed the target
+	Unit   string  `json:"unit,omitempty"`    // "ms" for latencies; ratios have none
+	// P999 is reported next to a p99 floor (median over the rounds, ms).
+	P999   float64 `json:"p99_9_ms,omitempty"`
+	Rounds int     `json:"rounds"` // rounds with numbers; none: missed
 	Met    bool    `json:"met"`
+}
+
+func newFloor(name string, value, target float64, atMost bool, rounds int) floor {
+	met := value >= target
+	if atMost {
+		met = value <= target
+	}
+	return floor{Name: name, Value: value, Target: target, AtMost: atMost, Rounds: rounds, Met: met && rounds > 0}
 }
 
 func (f floor) String() string {
 	state := "met"
-	if !f.Met {
+	switch {
+	case f.Rounds == 0:
+		state = "MISSED (no numbers)"
+	case !f.Met:
 		state = "MISSED"
 	}
+	cmp := "≥"
 	if f.AtMost {
-		return fmt.Sprintf("%-40s %8.2f ms   target ≤ %.2f ms   %s", f.Name, f.Value, f.Target, state)
+		cmp = "≤"
 	}
-	return fmt.Sprintf("%-40s %8.3f      target ≥ %.2f      %s", f.Name, f.Value, f.Target, state)
+	if f.Unit == "ms" {
+		return fmt.Sprintf("%-40s %8.2f ms   target %s %.2f ms   %s   (p99.9 %.2f ms)", f.Name, f.Value, cmp, f.Target, state, f.P999)
+	}
+	return fmt.Sprintf("%-40s %8.3f      target %s %.2f      %s", f.Name, f.Value, cmp, f.Target, state)
 }
 
+// floors are the targets of the setups that ran: a floor whose setups did
+// not all run is not judged.
 func (r *report) floors() []floor {
 	var out []floor
+	ratios := map[string]ratio{}
 	for _, x := range r.ratios() {
-		var target float64
-		switch {
-		case x.Name == setupEmbedded+" / "+setupRawHTTP:
-			target = floorEmbedded
-		case x.Name == setupExternal+" / "+setupRawHTTP:
-			target = floorExternal
-		case strings.HasSuffix(x.Name, " / "+setupNaive):
-			target = floorNaive
-		default:
-			continue
+		ratios[x.Name] = x
+	}
+	for _, f := range []struct {
+		name   string
+		target float64
+	}{
+		{setupEmbedded + " / " + setupNaiveEmbedded, floorEmbedded},
+		{setupEmbeddedAudit + " / " + setupNaiveEmbedded, floorEmbeddedAudit},
+		{setupExternal + " / " + setupNaive, floorExternal},
+	} {
+		if x, ok := ratios[f.name]; ok {
+			out = append(out, newFloor(f.name, x.Median, f.target, false, x.N))
 		}
-		out = append(out, floor{Name: x.Name, Value: x.Median, Target: target, Met: x.Median >= target})
 	}
 	for _, h := range r.halfLoads() {
-		target := float64(floorHalfP99) / float64(time.Millisecond)
-		out = append(out, floor{Name: "p99 of " + h.Setup + " at half its max", Value: h.P99, Target: target, AtMost: true, Met: h.P99 <= target})
+		var target time.Duration
+		switch h.Setup {
+		case setupEmbedded:
+			target = floorHalfP99Embedded
+		case setupExternal:
+			target = floorHalfP99External
+		default:
+			continue // the naive bridges: measured for comparison only
+		}
+		f := newFloor("p99 of "+h.Setup+" at half its max", h.P99, float64(target)/float64(time.Millisecond), true, h.Rounds)
+		f.Unit, f.P999 = "ms", h.P999
+		out = append(out, f)
+	}
+	for _, x := range r.cpuRatios() {
+		out = append(out, newFloor(x.Name, x.Median, floorSDKDeciderCPU, true, x.N))
 	}
 	return out
 }
@@ -171,6 +246,24 @@ func (r *report) missedFloors() []string {
 		}
 	}
 	return out
+}
+
+// exitCode is the benchmark's verdict once its report is out: a run with
+// errors fails it, and so, with --strict, does a missed floor. It says why on
+// stderr.
+func (r *report) exitCode(strict bool, stderr io.Writer) int {
+	if invalid := r.invalidRuns(); len(invalid) > 0 {
+		fmt.Fprintf(stderr, "timbus-bench: %d run(s) had errors, their numbers are not to be trusted:\n", len(invalid))
+		for _, x := range invalid {
+			fmt.Fprintf(stderr, "  %s (round %d): %s\n", x.Setup, x.Round, x.Problem)
+		}
+		return exitFailure
+	}
+	if missed := r.missedFloors(); strict && len(missed) > 0 {
+		fmt.Fprintln(stderr, "timbus-bench: floors missed:", strings.Join(missed, "; "))
+		return exitFailure
+	}
+	return exitOK
 }
 
 func (r *report) invalidRuns() []runRecord {
@@ -291,9 +384,10 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintln(w, "\nMedians over the rounds; \"vs raw-http\" is each run's req/s over the mean of the raw-http runs right before and after it (range in brackets).")
 	fmt.Fprintln(w, "\nRatios (median over rounds, range in brackets):")
 	for _, x := range r.ratios() {
-		fmt.Fprintf(w, "  %-34s %.3f  (%.3f–%.3f, %d round(s))\n", x.Name, x.Median, x.Min, x.Max, x.N)
+		fmt.Fprintf(w, "  %-40s %.3f  (%.3f–%.3f, %d round(s))\n", x.Name, x.Median, x.Min, x.Max, x.N)
 	}
 	r.printCPU(w)
+	r.printAudit(w)
 	if halves := r.halfLoads(); len(halves) > 0 {
 		fmt.Fprintln(w, "\nOpen-loop at half the throughput just measured, on the same processes (medians over rounds; wrk2-style:")
 		fmt.Fprintln(w, "a request delayed by a busy connection counts from its scheduled time). raw-http at the same rate, in the")
@@ -320,6 +414,7 @@ type machineResult struct {
 	Config   map[string]any `json:"config"`
 	Setups   []setupSummary `json:"setups"`
 	Ratios   []ratio        `json:"ratios"`
+	CPU      []ratio        `json:"cpu_ratios,omitempty"` // CPU per request compared: the SDK decider's with the plain one's
 	HalfLoad []halfSummary  `json:"half_load,omitempty"`
 	Floors   []floor        `json:"floors"`
 	Runs     []runRecord    `json:"runs"`
@@ -337,6 +432,10 @@ func (r *report) machine() machineResult {
 	for i := range floors {
 		floors[i].Value = round3(floors[i].Value)
 	}
+	cpuRatios := r.cpuRatios()
+	for i := range cpuRatios {
+		cpuRatios[i].Median, cpuRatios[i].Min, cpuRatios[i].Max = round3(cpuRatios[i].Median), round3(cpuRatios[i].Min), round3(cpuRatios[i].Max)
+	}
 	return machineResult{
 		Version: 1,
 		Date:    r.started.UTC().Format(time.RFC3339),
@@ -344,10 +443,11 @@ func (r *report) machine() machineResult {
 		Config: map[string]any{
 			"rounds": c.rounds, "duration_s": c.duration.Seconds(), "warmup_s": c.warmup.Seconds(),
 			"connections": c.connections, "wrk_threads": c.threads, "nats_requesters": c.requesters,
-			"timbus_log_level": c.logLevel, "quick": c.quick, "timbus": c.timbusVer,
+			"timbus_log_level": orDefault(c.logLevel), "quick": c.quick, "timbus": c.timbusVer,
 		},
 		Setups:   r.summaries(),
 		Ratios:   ratios,
+		CPU:      cpuRatios,
 		HalfLoad: r.halfLoads(),
 		Floors:   floors,
 		Runs:     r.runs,
@@ -361,7 +461,7 @@ func (r *report) machine() machineResult {
 // throughput. Softirq, the kernel's loopback networking, comes after the sum:
 // the kernel charges most of it to whichever process was running, so it is
 // part of the columns before, shown for scale.
-var cpuColumns = []string{"wrk", "raw-http", "timbus", "naive", "nats-server", "decider", cpuIdle}
+var cpuColumns = []string{"wrk", "raw-http", "timbus", "naive", "nats-server", "decider", "audit-sink", cpuIdle}
 
 // cpuSummary is a setup's median CPU per request by column.
 func (r *report) cpuSummary(setup string) map[string]float64 {
@@ -412,4 +512,37 @@ func (r *report) printCPU(w io.Writer) {
 	for _, row := range rows {
 		fmt.Fprintln(w, row)
 	}
+	for _, x := range r.cpuRatios() {
+		fmt.Fprintf(w, "\n%s (timbus-embedded-sdk's decider / timbus-embedded's, round by round): %.3f  (%.3f–%.3f, %d round(s))\n",
+			x.Name, x.Median, x.Min, x.Max, x.N)
+	}
+}
+
+// printAudit says whether every audit record of timbus-embedded-audit
+// reached its subscriber, over all its runs.
+func (r *report) printAudit(w io.Writer) {
+	var sum auditCheck
+	runs, bad := 0, 0
+	for _, x := range r.runsOf(setupEmbeddedAudit) {
+		if x.Audit == nil {
+			continue
+		}
+		runs++
+		sum.Published += x.Audit.Published
+		sum.Received += x.Audit.Received
+		sum.Dropped += x.Audit.Dropped
+		sum.Failed += x.Audit.Failed
+		if strings.Contains(x.Problem, "audit: ") {
+			bad++
+		}
+	}
+	if runs == 0 {
+		return
+	}
+	verdict := "every record delivered"
+	if bad > 0 {
+		verdict = fmt.Sprintf("NOT every record delivered in %d run(s): see their problems", bad)
+	}
+	fmt.Fprintf(w, "\nAudit records of %s (%d run(s), warm-up and probes included): %d published by timbus, %d received by the subscriber, %d dropped, %d failed: %s.\n",
+		setupEmbeddedAudit, runs, sum.Published, sum.Received, sum.Dropped, sum.Failed, verdict)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
 
+	"github.com/timbus-dev/timbus/deciders"
 	"github.com/timbus-dev/timbus/internal/samples"
 )
 
@@ -139,23 +140,63 @@ func runDecider(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "decider:", err)
 		return exitFailure
 	}
-	// The subscription counts once the server has it: a flush round trip.
-	deadline := time.Now().Add(*wait)
-	for {
-		if err := nc.FlushTimeout(200 * time.Millisecond); err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			fmt.Fprintf(stderr, "decider: NATS at %s not reachable\n", *url)
-			return exitFailure
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
+	// The subscription counts once the server has it.
+	if err := waitSubscribed(ctx, nc, *wait); err != nil {
+		fmt.Fprintf(stderr, "decider: NATS at %s: %v\n", *url, err)
+		return exitFailure
 	}
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()
+	nc.Close()
+	fmt.Fprintf(stdout, "answered %d\n", answered.Load())
+	return exitOK
+}
+
+// runSDKDecider is runDecider written with the Go SDK (package deciders):
+// the same allow for the bench's command, through the SDK's checks, headers
+// and micro service. Its CPU per request, against the plain decider's, is
+// what the SDK costs. Same output as runDecider.
+func runSDKDecider(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sdk-decider", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", nats.DefaultURL, "NATS server")
+	command := fs.String("command", benchCommand, "command (or pattern of commands) to answer, of every app")
+	wait := fs.Duration("connect-timeout", 15*time.Second, "how long to keep trying to reach NATS")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	ctx, stop := untilSignal(ctx)
+	defer stop()
+	nc, err := nats.Connect(*url, nats.Name("timbus-bench-sdk-decider"),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		fmt.Fprintln(stderr, "sdk-decider:", err)
+		return exitFailure
+	}
+	defer nc.Close()
+	d, err := deciders.New(nc, deciders.Config{Name: "timbus-bench", Version: "1.0.0", QueueGroup: deciderQueue})
+	if err != nil {
+		fmt.Fprintln(stderr, "sdk-decider:", err)
+		return exitFailure
+	}
+	var answered atomic.Int64
+	err = d.Handle(*command, func(context.Context, *deciders.Callback) (deciders.Verdict, error) {
+		answered.Add(1)
+		return deciders.Allow(), nil
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "sdk-decider:", err)
+		return exitFailure
+	}
+	if err := waitSubscribed(ctx, nc, *wait); err != nil {
+		fmt.Fprintf(stderr, "sdk-decider: NATS at %s: %v\n", *url, err)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, "ready")
+	<-ctx.Done()
+	if err := d.Stop(); err != nil {
+		fmt.Fprintln(stderr, "sdk-decider:", err)
+	}
 	nc.Close()
 	fmt.Fprintf(stdout, "answered %d\n", answered.Load())
 	return exitOK
