@@ -65,7 +65,6 @@ type auditor struct {
 // done* end a queued record's life, counted.
 func (a *auditor) donePublished() { a.published.Add(1); a.pending.Add(-1) }
 func (a *auditor) doneFailed()    { a.failed.Add(1); a.pending.Add(-1) }
-func (a *auditor) doneUnheard()   { a.unheard.Add(1); a.pending.Add(-1) }
 
 // auditEntry holds one record until it is published. Request-scoped bytes
 // (id, client address, platform, body) are copied into buf, the one copy of
@@ -330,8 +329,16 @@ func (a *auditor) filled(e *auditEntry) {
 	}
 }
 
-// submit queues e without ever blocking.
+// submit queues e without ever blocking. A record nobody would hear (the
+// embedded server knows its subscribers) is counted and dropped here, on the
+// callback's goroutine, rather than handed to the publisher goroutine: a
+// channel send and a goroutine wake-up per callback for nothing.
 func (a *auditor) submit(e *auditEntry) {
+	if a.interest != nil && !a.interest(e.subject) {
+		a.unheard.Add(1)
+		a.release(e)
+		return
+	}
 	a.pending.Add(1)
 	select {
 	case a.entries <- e:
@@ -361,11 +368,6 @@ func (a *auditor) run() {
 	}()
 	var out []byte
 	publish := func(e *auditEntry) {
-		if a.interest != nil && !a.interest(e.subject) {
-			a.doneUnheard()
-			a.release(e)
-			return
-		}
 		if a.js != nil {
 			// The stream keeps the message until acknowledged: no buffer reuse.
 			id := string(e.get(e.id))
