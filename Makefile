@@ -32,7 +32,7 @@ SUDO          = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # then run without the race detector rather than not at all.
 RACE ?= $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
 
-.PHONY: all build run test test-hostile unit fuzz-short fuzz bench bench-go soak lint clean help deps deps-apt deps-node deps-natscli
+.PHONY: all build run test test-hostile unit fuzz-short fuzz bench bench-go soak lint observability clean help deps deps-apt deps-node deps-natscli
 
 all: lint test build
 
@@ -47,6 +47,7 @@ help:
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
 	@echo "make test-hostile  only the hostile-client suite"
+	@echo "make observability  regenerate deploy/kubernetes/monitoring from deploy/observability's dashboard and rules"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
@@ -162,6 +163,12 @@ soak:
 # The Go micro-benchmarks (in-process hot path, e.g. bridge/bench_test.go).
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The Prometheus Operator and Grafana sidecar manifests of
+# deploy/kubernetes/monitoring are made from deploy/observability's dashboard
+# and rules; go test ./deploy/observability fails when they differ.
+observability:
+	$(GO) test -count=1 -run '^TestKubernetesManifests$$' ./deploy/observability -update
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
