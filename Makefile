@@ -19,11 +19,12 @@ FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge:FuzzAppendJSONString ./bridg
 FUZZTIME_TEST ?= 20000x
 FUZZTIME      ?= 2m
 
-# What the example deciders need: Debian packages (C and shell examples, and
-# wrk for the benchmark), npm packages (Node example) and the nats CLI (shell
-# example). Tests whose tools are missing are skipped, or fail when
+# What the example deciders need: Debian packages (C and shell examples, wrk
+# for the benchmark, prometheus for promtool and the dashboard and alert tests
+# of deploy/observability), npm packages (Node example) and the nats CLI
+# (shell example). Tests whose tools are missing are skipped, or fail when
 # TIMBUS_REQUIRE_EXAMPLES=1 (internal/needs).
-APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq wrk
+APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq wrk prometheus
 NATSCLI      := github.com/nats-io/natscli/nats@v0.5.0
 NODE_EXAMPLE := deciders/examples/node-groupfilter
 SUDO          = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -78,8 +79,8 @@ deps: deps-apt deps-node deps-natscli
 deps-apt:
 	@if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; then \
 		echo "deps: no apt-get here; install by hand what the C and shell examples and make bench need:"; \
-		echo "  a C compiler, make, pkg-config, the NATS C client (libnats) and cJSON headers, jq, wrk"; \
-		echo "  e.g. macOS: brew install cnats cjson pkg-config jq wrk"; \
+		echo "  a C compiler, make, pkg-config, the NATS C client (libnats) and cJSON headers, jq, wrk, Prometheus (with promtool)"; \
+		echo "  e.g. macOS: brew install cnats cjson pkg-config jq wrk prometheus"; \
 		exit 0; \
 	fi; \
 	missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
