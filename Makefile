@@ -142,14 +142,15 @@ fuzz:
 # raw fasthttp, raw NATS request-reply, timbus with embedded and with external
 # NATS, and a naive hand-written bridge (with external and with embedded NATS),
 # interleaved with raw-http runs so that only ratios measured side by side
-# count; also the CPU each process spends per request. Flags go in
-# BENCH_FLAGS, e.g. make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~30 s).
+# count; also the CPU each process spends per request. The figures are also
+# drawn in $(BIN)/bench.svg. Flags go in BENCH_FLAGS, e.g.
+# make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~30 s).
 NATS_SERVER := github.com/nats-io/nats-server/v2@v2.15.2
 BENCH_FLAGS ?=
 
 bench: build deps-apt $(BIN)/nats-server
 	$(GO) build -trimpath -o $(BIN)/timbus-bench ./cmd/timbus-bench
-	$(BIN)/timbus-bench --timbus $(BIN)/timbus --nats-server $(BIN)/nats-server $(BENCH_FLAGS)
+	$(BIN)/timbus-bench --timbus $(BIN)/timbus --nats-server $(BIN)/nats-server --svg $(BIN)/bench.svg $(BENCH_FLAGS)
 
 $(BIN)/nats-server:
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install $(NATS_SERVER)
