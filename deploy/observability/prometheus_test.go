@@ -256,7 +256,8 @@ func (p *promServer) waitQuery(t *testing.T, limit time.Duration, expr string) {
 }
 
 // diagnose says, for alerts that did not come, what their expressions
-// return now, and how Prometheus's last evaluation of them went.
+// return now, how Prometheus's last evaluation of them went, and the
+// non-zero samples of the series they read.
 func (p *promServer) diagnose(alerts []string) string {
 	var b strings.Builder
 	var rules struct {
