@@ -19,11 +19,12 @@ FUZZ_TARGETS := ./bridge:FuzzParseCallback ./bridge:FuzzAppendJSONString ./bridg
 FUZZTIME_TEST ?= 20000x
 FUZZTIME      ?= 2m
 
-# What the example deciders need: Debian packages (C and shell examples, and
-# wrk for the benchmark), npm packages (Node example) and the nats CLI (shell
-# example). Tests whose tools are missing are skipped, or fail when
+# What the example deciders need: Debian packages (C and shell examples, wrk
+# for the benchmark, prometheus for promtool and the dashboard and alert tests
+# of deploy/observability), npm packages (Node example) and the nats CLI
+# (shell example). Tests whose tools are missing are skipped, or fail when
 # TIMBUS_REQUIRE_EXAMPLES=1 (internal/needs).
-APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq wrk
+APT_PACKAGES := gcc make pkg-config libnats-dev libcjson-dev jq wrk prometheus
 NATSCLI      := github.com/nats-io/natscli/nats@v0.5.0
 NODE_EXAMPLE := deciders/examples/node-groupfilter
 SUDO          = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -32,7 +33,7 @@ SUDO          = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # then run without the race detector rather than not at all.
 RACE ?= $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
 
-.PHONY: all build run test test-hostile unit fuzz-short fuzz bench bench-go soak lint clean help deps deps-apt deps-node deps-natscli
+.PHONY: all build run test test-hostile unit fuzz-short fuzz bench bench-go soak lint observability clean help deps deps-apt deps-node deps-natscli
 
 all: lint test build
 
@@ -47,6 +48,7 @@ help:
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
 	@echo "make test-hostile  only the hostile-client suite"
+	@echo "make observability  regenerate deploy/kubernetes/monitoring from deploy/observability's dashboard and rules"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/timbus ./cmd/timbus
@@ -77,8 +79,8 @@ deps: deps-apt deps-node deps-natscli
 deps-apt:
 	@if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; then \
 		echo "deps: no apt-get here; install by hand what the C and shell examples and make bench need:"; \
-		echo "  a C compiler, make, pkg-config, the NATS C client (libnats) and cJSON headers, jq, wrk"; \
-		echo "  e.g. macOS: brew install cnats cjson pkg-config jq wrk"; \
+		echo "  a C compiler, make, pkg-config, the NATS C client (libnats) and cJSON headers, jq, wrk, Prometheus (with promtool)"; \
+		echo "  e.g. macOS: brew install cnats cjson pkg-config jq wrk prometheus"; \
 		exit 0; \
 	fi; \
 	missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -142,7 +144,8 @@ fuzz:
 # and a naive hand-written bridge (with external and with embedded NATS),
 # interleaved with raw-http runs so that only ratios measured side by side
 # count; also the CPU each process spends per request. It reports the floors
-# of the README's speed section. Flags go in BENCH_FLAGS, e.g.
+# of the README's speed section and draws the figures in $(BIN)/bench.svg.
+# Flags go in BENCH_FLAGS, e.g.
 # make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~45 s), or
 # make bench BENCH_FLAGS=--strict (exit non-zero when a floor is missed).
 NATS_SERVER := github.com/nats-io/nats-server/v2@v2.15.2
@@ -150,7 +153,7 @@ BENCH_FLAGS ?=
 
 bench: build deps-apt $(BIN)/nats-server
 	$(GO) build -trimpath -o $(BIN)/timbus-bench ./cmd/timbus-bench
-	$(BIN)/timbus-bench --timbus $(BIN)/timbus --nats-server $(BIN)/nats-server $(BENCH_FLAGS)
+	$(BIN)/timbus-bench --timbus $(BIN)/timbus --nats-server $(BIN)/nats-server --svg $(BIN)/bench.svg $(BENCH_FLAGS)
 
 $(BIN)/nats-server:
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install $(NATS_SERVER)
@@ -165,6 +168,12 @@ soak:
 # The Go micro-benchmarks (in-process hot path, e.g. bridge/bench_test.go).
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The Prometheus Operator and Grafana sidecar manifests of
+# deploy/kubernetes/monitoring are made from deploy/observability's dashboard
+# and rules; go test ./deploy/observability fails when they differ.
+observability:
+	$(GO) test -count=1 -run '^TestKubernetesManifests$$' ./deploy/observability -update
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

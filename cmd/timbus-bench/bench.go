@@ -58,6 +58,7 @@ type benchConfig struct {
 	halfLoad    []string // setups measured open-loop at half their throughput
 	maxTime     time.Duration
 	jsonOut     string
+	svgOut      string
 	cpuProfile  string
 	workDir     string
 	keepLogs    bool
@@ -84,6 +85,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	halfLoad := fs.String("half-load", setupEmbedded+","+setupExternal, "setups whose latency is measured open-loop at half their throughput (empty: none; by default those of the two among --setups)")
 	fs.DurationVar(&c.maxTime, "max-time", 0, "abort after this long (0: the planned time plus a margin)")
 	fs.StringVar(&c.jsonOut, "json", "", "also write the result JSON to this file")
+	fs.StringVar(&c.svgOut, "svg", filepath.Join("bin", "bench.svg"), "also draw the figures (throughput, latency percentiles) as an SVG chart in this file (empty: none)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "after the measurement, profile timbus-embedded (bridge hosted by timbus-bench) and write the CPU profile here")
 	fs.StringVar(&c.workDir, "workdir", "", "where child logs go (default: a temporary directory, removed unless something failed)")
 	fs.BoolVar(&c.keepLogs, "keep-logs", false, "keep the child logs (the beginning and end of each child's output)")
@@ -259,6 +261,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintln(stderr, "timbus-bench:", err)
 			return exitFailure
 		}
+	}
+	if cfg.svgOut != "" {
+		if err := writeSVGFile(cfg.svgOut, rep.machine()); err != nil {
+			fmt.Fprintln(stderr, "timbus-bench:", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "Chart: %s\n", cfg.svgOut)
 	}
 	if len(rep.invalidRuns()) > 0 {
 		b.failed = true // keep the logs

@@ -71,11 +71,12 @@ func TestQuickEndToEnd(t *testing.T) {
 	t.Logf("go build took %v", time.Since(buildStart).Round(time.Second))
 
 	out := filepath.Join(t.TempDir(), "result.json")
+	chart := filepath.Join(t.TempDir(), "bench.svg")
 	ctx, cancel := context.WithTimeout(context.Background(), benchMax+15*time.Second)
 	defer cancel()
 	run := exec.CommandContext(ctx, filepath.Join(bin, "timbus-bench"), "--quick",
 		"--timbus", filepath.Join(bin, "timbus"), "--nats-server", filepath.Join(bin, "nats-server"),
-		"--json", out, "--max-time", benchMax.String())
+		"--json", out, "--svg", chart, "--max-time", benchMax.String())
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	run.Cancel = func() error { return syscall.Kill(-run.Process.Pid, syscall.SIGKILL) }
 	run.WaitDelay = 5 * time.Second
@@ -105,6 +106,17 @@ func TestQuickEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "BENCH_JSON "+strings.TrimSpace(string(raw))) {
 		t.Error("stdout lacks the BENCH_JSON line matching --json")
+	}
+	// The same figures as a chart, naming every setup.
+	doc, err := os.ReadFile(chart)
+	if err != nil {
+		t.Fatalf("--svg: %v", err)
+	}
+	chartText := svgText(t, doc)
+	for _, s := range append([]string{setupRawHTTP}, compared...) {
+		if !strings.Contains(chartText, s+"\n") {
+			t.Errorf("the chart does not name setup %s", s)
+		}
 	}
 	want := append([]string{setupRawHTTP}, compared...)
 	var got []string
