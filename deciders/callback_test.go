@@ -255,6 +255,10 @@ func FuzzCallbackFields(f *testing.F) {
 		}
 		var plain map[string]any
 		if err := json.Unmarshal(body, &plain); err != nil || plain == nil {
+			var typeErr *json.UnmarshalTypeError
+			if errors.As(err, &typeErr) && strings.HasPrefix(typeErr.Value, "number") && json.Valid(body) && plain != nil {
+				return // a number beyond float64 (1e700): valid JSON the plain decoding cannot hold
+			}
 			t.Fatalf("Fields accepted %q, which is not a JSON object (%v)", body, err)
 		}
 		for name, value := range map[string]string{
