@@ -52,7 +52,7 @@ func runAuditSink(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer stop()
 	closed := make(chan struct{})
 	nc, err := nats.Connect(*url, nats.Name("timbus-bench-audit-sink"),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		childRetries,
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		// A lost message shows as a count short of timbus's; say why.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "audit-sink:", err) }))

@@ -124,7 +124,7 @@ func runDecider(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	ctx, stop := untilSignal(ctx)
 	defer stop()
 	nc, err := nats.Connect(*url, nats.Name("timbus-bench-decider"),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		childRetries)
 	if err != nil {
 		fmt.Fprintln(stderr, "decider:", err)
 		return exitFailure
@@ -168,7 +168,7 @@ func runSDKDecider(ctx context.Context, args []string, stdout, stderr io.Writer)
 	ctx, stop := untilSignal(ctx)
 	defer stop()
 	nc, err := nats.Connect(*url, nats.Name("timbus-bench-sdk-decider"),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		childRetries)
 	if err != nil {
 		fmt.Fprintln(stderr, "sdk-decider:", err)
 		return exitFailure
@@ -280,3 +280,13 @@ func embeddedNATS(addr string) (*server.Server, error) {
 
 // errBadAnswer is an answer other than the decider's verdict.
 var errBadAnswer = errors.New("answer is not the decider's verdict")
+
+// childRetries is the connection policy of the bench's NATS children
+// (deciders, the audit sink): they may start before their server, and
+// reconnect at once.
+func childRetries(o *nats.Options) error {
+	o.RetryOnFailedConnect = true
+	o.MaxReconnect = -1
+	o.ReconnectWait = 50 * time.Millisecond
+	return nil
+}
