@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -247,9 +248,6 @@ func TestBridge_RequestToDeciders(t *testing.T) {
 		t.Errorf("payload differs from the callback body:\n%s\n%s", m.Data, body)
 	}
 	want := map[string]string{
-		protocol.HeaderProtocol:    protocol.Version,
-		protocol.HeaderSdkAppID:    testApp,
-		protocol.HeaderCommand:     oaCreate,
 		protocol.HeaderClientIP:    "10.0.0.7",
 		protocol.HeaderOptPlatform: "RESTAPI",
 	}
@@ -257,6 +255,16 @@ func TestBridge_RequestToDeciders(t *testing.T) {
 		if g := m.Header.Get(k); g != v {
 			t.Errorf("header %s = %q, want %q", k, g, v)
 		}
+	}
+	// Version 1's header set, and nothing more: every header costs the
+	// bridge and each decider per callback; the subject carries app and command.
+	var names []string
+	for k := range m.Header {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if got, want := strings.Join(names, ","), "Timbus-Client-Ip,Timbus-Deadline,Timbus-Opt-Platform,Timbus-Request-Id,traceparent"; got != want {
+		t.Errorf("headers %s, want %s", got, want)
 	}
 	if id := m.Header.Get(protocol.HeaderRequestID); len(id) < 8 {
 		t.Errorf("request id %q too short", id)
@@ -343,8 +351,10 @@ func TestBridge_Samples(t *testing.T) {
 				if !bytes.Equal(last.Data, body) {
 					return fmt.Errorf("body changed on the way")
 				}
+				if _, app, cmd, _ := protocol.ParseSubject(last.Subject); app != testApp || cmd != command {
+					return fmt.Errorf("subject %s: app %q, command %q", last.Subject, app, cmd)
+				}
 				for k, v := range map[string]string{
-					protocol.HeaderSdkAppID: testApp, protocol.HeaderCommand: command,
 					protocol.HeaderClientIP: "10.0.0.7", protocol.HeaderOptPlatform: "RESTAPI",
 				} {
 					if got := last.Header.Get(k); got != v {

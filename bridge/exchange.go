@@ -18,10 +18,7 @@ import (
 
 // header slots of an exchange, one per header timbus may set.
 const (
-	slotProtocol = iota
-	slotRequestID
-	slotSdkAppID
-	slotCommand
+	slotRequestID = iota
 	slotClientIP
 	slotOptPlatform
 	slotDeadline
@@ -31,10 +28,7 @@ const (
 )
 
 var slotNames = [numSlots]string{
-	slotProtocol:    protocol.HeaderProtocol,
 	slotRequestID:   protocol.HeaderRequestID,
-	slotSdkAppID:    protocol.HeaderSdkAppID,
-	slotCommand:     protocol.HeaderCommand,
 	slotClientIP:    protocol.HeaderClientIP,
 	slotOptPlatform: protocol.HeaderOptPlatform,
 	slotDeadline:    protocol.HeaderDeadline,
@@ -78,7 +72,6 @@ func newExchange() *exchange {
 	for i := range x.values {
 		x.values[i] = make([]string, 1)
 	}
-	x.set(slotProtocol, protocol.Version)
 	return x
 }
 

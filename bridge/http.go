@@ -127,8 +127,6 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	x := b.exchanges.Get().(*exchange)
 	x.id = b.ids.appendNext(x.id[:0])
 	x.set(slotRequestID, bytesString(x.id))
-	x.set(slotSdkAppID, rt.app)
-	x.set(slotCommand, rt.command.Name)
 	x.set(slotClientIP, bytesString(args.Peek("ClientIP")))
 	x.set(slotOptPlatform, bytesString(args.Peek("OptPlatform")))
 	x.trace = appendTraceparent(x.trace[:0], ctx.Request.Header.Peek(HeaderTraceparent))

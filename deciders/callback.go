@@ -20,8 +20,9 @@ var ErrBody = errors.New("deciders: bad callback body")
 
 // Callback is one "before" callback, as timbus handed it to the decider.
 type Callback struct {
-	// Request holds what the Timbus-* headers say: request id, SdkAppid,
-	// command, client IP, platform and deadline (zero when there is none).
+	// Request holds what the subject (SdkAppid, command) and the Timbus-*
+	// headers (request id, client IP, platform, deadline; zero when there is
+	// none) say.
 	protocol.Request
 	// Header holds every header of the request, for those the SDK does not
 	// read itself.

@@ -186,10 +186,9 @@ type EndpointData struct {
 // is dropped unanswered. Start more copies of the decider (they share the
 // queue group) to decide more callbacks at once.
 type Decider struct {
-	nc     *nats.Conn
-	cfg    Config
-	svc    micro.Service
-	decide string // "<prefix>.decide."
+	nc  *nats.Conn
+	cfg Config
+	svc micro.Service
 	// name is the Timbus-Decider header sent with every reply:
 	// "<name>/<version>/<micro instance id>", copied into the audit record.
 	name string
@@ -225,9 +224,8 @@ func New(nc *nats.Conn, cfg Config) (*Decider, error) {
 	}
 	cfg.setDefaults()
 	d := &Decider{
-		nc:     nc,
-		cfg:    cfg,
-		decide: cfg.SubjectPrefix + "." + protocol.KindDecide + ".",
+		nc:  nc,
+		cfg: cfg,
 	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        cfg.Name,
@@ -393,24 +391,11 @@ func (d *Decider) serve(ep *endpoint, req micro.Request) {
 	d.report(res)
 }
 
-// callback reads a request. The bridge always sets the Timbus-* headers;
-// when a client that does not (a test, `nats request`) leaves out the app or
-// command, they are taken from the subject.
+// callback reads a request: the app and command from its subject, the rest
+// from its headers.
 func (d *Decider) callback(req micro.Request) *Callback {
 	h := nats.Header(req.Headers())
-	cb := &Callback{Request: protocol.ParseRequest(h), Header: h, Body: req.Data()}
-	if cb.SdkAppID == "" || cb.Command == "" {
-		if rest, ok := strings.CutPrefix(req.Subject(), d.decide); ok {
-			app, command, _ := strings.Cut(rest, ".")
-			if cb.SdkAppID == "" {
-				cb.SdkAppID = app
-			}
-			if cb.Command == "" {
-				cb.Command = command
-			}
-		}
-	}
-	return cb
+	return &Callback{Request: protocol.ParseRequest(req.Subject(), h), Header: h, Body: req.Data()}
 }
 
 func (d *Decider) report(r Result) {

@@ -110,10 +110,7 @@ func runNATSLoad(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	newMsg := func() *nats.Msg {
 		m := nats.NewMsg(*subject)
 		m.Data = body
-		m.Header.Set(protocol.HeaderProtocol, protocol.Version)
 		m.Header.Set(protocol.HeaderRequestID, "cb87a6f6d2cb-1f")
-		m.Header.Set(protocol.HeaderSdkAppID, benchApp)
-		m.Header.Set(protocol.HeaderCommand, benchCommand)
 		m.Header.Set(protocol.HeaderClientIP, "127.0.0.1")
 		m.Header.Set(protocol.HeaderOptPlatform, "RESTAPI")
 		m.Header.Set(protocol.HeaderDeadline, strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10))

@@ -115,7 +115,7 @@ func TestConformGoodDecider(t *testing.T) {
 	if string(m.Data) != string(sample) {
 		t.Errorf("payload = %s, want the documented sample %s", m.Data, sample)
 	}
-	req := protocol.ParseRequest(m.Header)
+	req := protocol.ParseRequest(m.Subject, m.Header)
 	want := protocol.Request{RequestID: "conform-1", SdkAppID: "1400000042", Command: createOA, ClientIP: "127.0.0.1", OptPlatform: "RESTAPI"}
 	if req.Deadline.Before(before.Add(1400*time.Millisecond)) || req.Deadline.After(time.Now().Add(1500*time.Millisecond)) {
 		t.Errorf("deadline %v is not the default 1.5s after the request", req.Deadline)
@@ -123,9 +123,6 @@ func TestConformGoodDecider(t *testing.T) {
 	req.Deadline = time.Time{}
 	if req != want {
 		t.Errorf("request headers = %+v, want %+v", req, want)
-	}
-	if v := m.Header.Get(protocol.HeaderProtocol); v != protocol.Version {
-		t.Errorf("%s = %q, want %q", protocol.HeaderProtocol, v, protocol.Version)
 	}
 }
 
@@ -266,7 +263,8 @@ func TestConformDefaultCommands(t *testing.T) {
 	asked := map[string]int{}
 	decide(t, nc, "timbus.decide.>", func(m *nats.Msg) {
 		mu.Lock()
-		asked[m.Header.Get(protocol.HeaderCommand)]++
+		_, _, command, _ := protocol.ParseSubject(m.Subject)
+		asked[command]++
 		mu.Unlock()
 		respond(t, m, allowReply)
 	})

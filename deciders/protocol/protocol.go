@@ -11,7 +11,9 @@ import (
 	"time"
 )
 
-// Version is the protocol version timbus sends in HeaderProtocol.
+// Version is the version of this contract. It is not sent with each message:
+// a change a decider could notice comes with new subject kinds, so a decider
+// never receives a message of a version it does not know.
 const Version = "1"
 
 // Subject kinds: the second token of every subject timbus uses.
@@ -24,13 +26,11 @@ const (
 // DefaultSubjectPrefix is the first token of every subject unless configured otherwise.
 const DefaultSubjectPrefix = "timbus"
 
-// Headers timbus sets on every decide request and event. Values are plain
-// strings; names are case-sensitive, as NATS headers are.
+// Headers timbus sets on decide requests and events. Values are plain
+// strings; names are case-sensitive, as NATS headers are. The SdkAppid and
+// the command are not headers: the subject holds them (ParseSubject).
 const (
-	HeaderProtocol    = "Timbus-Protocol"     // Version
 	HeaderRequestID   = "Timbus-Request-Id"   // unique per callback, also in logs and audit records
-	HeaderSdkAppID    = "Timbus-Sdkappid"     // the SdkAppid query value, e.g. 1400000001
-	HeaderCommand     = "Timbus-Command"      // the CallbackCommand, e.g. Group.CallbackBeforeSendMsg
 	HeaderClientIP    = "Timbus-Client-Ip"    // the ClientIP query value; absent when Tencent sent none
 	HeaderOptPlatform = "Timbus-Opt-Platform" // the OptPlatform query value; absent when Tencent sent none
 	// HeaderDeadline is the absolute time, in Unix milliseconds, after which
@@ -61,6 +61,29 @@ func Subject(prefix, kind, sdkAppID, command string) string {
 	return b.String()
 }
 
+// ParseSubject splits a subject made by Subject, whatever its prefix: the
+// prefix may hold dots, so the parts are read from the right. ok is false
+// when the subject has too few tokens to be one.
+func ParseSubject(subject string) (kind, sdkAppID, command string, ok bool) {
+	var tokens [4]string // kind, SdkAppid, command family, command name
+	prefix := subject
+	for i := len(tokens) - 1; i >= 0; i-- {
+		dot := strings.LastIndexByte(prefix, '.')
+		if dot < 0 {
+			return "", "", "", false
+		}
+		tokens[i], prefix = prefix[dot+1:], prefix[:dot]
+		if tokens[i] == "" {
+			return "", "", "", false
+		}
+	}
+	if prefix == "" || prefix[len(prefix)-1] == '.' {
+		return "", "", "", false
+	}
+	command = subject[len(subject)-len(tokens[2])-1-len(tokens[3]):]
+	return tokens[0], tokens[1], command, true
+}
+
 // FormatDeadline renders t as the value of HeaderDeadline.
 func FormatDeadline(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
@@ -84,16 +107,11 @@ type Request struct {
 	Deadline    time.Time
 }
 
-// Header returns the NATS headers timbus sets for r. (The bridge builds the
-// same headers with reused buffers on its request path; tools and tests use
-// this.)
+// Header returns the NATS headers timbus sets for r; SdkAppID and Command
+// go in the subject instead (Subject). (The bridge builds the same headers
+// with reused buffers on its request path; tools and tests use this.)
 func (r Request) Header() map[string][]string {
-	h := map[string][]string{
-		HeaderProtocol:  {Version},
-		HeaderRequestID: {r.RequestID},
-		HeaderSdkAppID:  {r.SdkAppID},
-		HeaderCommand:   {r.Command},
-	}
+	h := map[string][]string{HeaderRequestID: {r.RequestID}}
 	if r.ClientIP != "" {
 		h[HeaderClientIP] = []string{r.ClientIP}
 	}
@@ -106,8 +124,10 @@ func (r Request) Header() map[string][]string {
 	return h
 }
 
-// ParseRequest reads the headers of a request from timbus.
-func ParseRequest(h map[string][]string) Request {
+// ParseRequest reads a request from timbus: the app and command from its
+// subject, the rest from its headers. A subject ParseSubject cannot split
+// leaves SdkAppID and Command empty.
+func ParseRequest(subject string, h map[string][]string) Request {
 	get := func(k string) string {
 		if v := h[k]; len(v) > 0 {
 			return v[0]
@@ -115,10 +135,11 @@ func ParseRequest(h map[string][]string) Request {
 		return ""
 	}
 	deadline, _ := ParseDeadline(get(HeaderDeadline))
+	_, app, command, _ := ParseSubject(subject)
 	return Request{
 		RequestID:   get(HeaderRequestID),
-		SdkAppID:    get(HeaderSdkAppID),
-		Command:     get(HeaderCommand),
+		SdkAppID:    app,
+		Command:     command,
 		ClientIP:    get(HeaderClientIP),
 		OptPlatform: get(HeaderOptPlatform),
 		Deadline:    deadline,

@@ -177,10 +177,7 @@ func TestC2CFilter_Parallel(t *testing.T) {
 func request(subject string, body []byte, deadline string) *nats.Msg {
 	m := nats.NewMsg(subject)
 	m.Data = body
-	m.Header.Set(protocol.HeaderProtocol, protocol.Version)
 	m.Header.Set(protocol.HeaderRequestID, "c2c-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-	m.Header.Set(protocol.HeaderSdkAppID, exampletest.SdkAppID)
-	m.Header.Set(protocol.HeaderCommand, command)
 	if deadline != "" {
 		m.Header.Set(protocol.HeaderDeadline, deadline)
 	}

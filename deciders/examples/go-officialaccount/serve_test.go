@@ -119,10 +119,7 @@ func waitReady(t *testing.T, nc *nats.Conn, app string) {
 func callback(app string, body []byte, deadline time.Time) *nats.Msg {
 	m := nats.NewMsg(protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, app, command))
 	m.Data = body
-	m.Header.Set(protocol.HeaderProtocol, protocol.Version)
 	m.Header.Set(protocol.HeaderRequestID, "req-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-	m.Header.Set(protocol.HeaderSdkAppID, app)
-	m.Header.Set(protocol.HeaderCommand, command)
 	m.Header.Set(protocol.HeaderClientIP, "127.0.0.1")
 	m.Header.Set(protocol.HeaderOptPlatform, "RESTAPI")
 	if !deadline.IsZero() {

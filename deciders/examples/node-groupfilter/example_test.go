@@ -201,10 +201,11 @@ func TestGroupFilter_OverHTTP(t *testing.T) {
 			if tt.outcome == "decider_error" && !strings.Contains(line.Reason, "decider reported an error: 400 bad callback body") {
 				t.Fatalf("bridge reason %q, want the decider's 400 bad callback body", line.Reason)
 			}
-			// One decider line per decision, with the bridge's request id.
+			// One decider line per decision, with the bridge's request id and
+			// the app read from the subject.
 			eventually(t, "the decider's log line for "+line.RequestID, func() bool {
 				for _, l := range strings.Split(p.Output(), "\n") {
-					if strings.Contains(l, "request_id="+line.RequestID+" ") && strings.Contains(l, tt.verdict) {
+					if strings.Contains(l, "request_id="+line.RequestID+" sdkappid="+exampletest.SdkAppID+" ") && strings.Contains(l, tt.verdict) {
 						return true
 					}
 				}
@@ -218,10 +219,7 @@ func TestGroupFilter_OverHTTP(t *testing.T) {
 func request(id string, body []byte, deadline time.Time) *nats.Msg {
 	m := nats.NewMsg(protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, exampletest.SdkAppID, command))
 	m.Data = body
-	m.Header.Set(protocol.HeaderProtocol, protocol.Version)
 	m.Header.Set(protocol.HeaderRequestID, id)
-	m.Header.Set(protocol.HeaderSdkAppID, exampletest.SdkAppID)
-	m.Header.Set(protocol.HeaderCommand, command)
 	m.Header.Set(protocol.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
 	return m
 }

@@ -20,7 +20,6 @@ const COMMAND = "Group.CallbackBeforeSendMsg";
 
 // Header names from PROTOCOL.md. NATS header names are case-sensitive.
 const H_REQUEST_ID = "Timbus-Request-Id";
-const H_SDKAPPID = "Timbus-Sdkappid";
 const H_DEADLINE = "Timbus-Deadline";
 const H_SERVICE_ERROR = "Nats-Service-Error";
 const H_SERVICE_ERROR_CODE = "Nats-Service-Error-Code";
@@ -86,12 +85,19 @@ function quote(s) {
   return /^[^\s"=\\]+$/.test(s) ? s : JSON.stringify(s);
 }
 
+// appOf reads the SdkAppid from "<prefix>.decide.<SdkAppid>.<Family>.<Command>":
+// the third token from the right, as the prefix may hold dots.
+function appOf(subject) {
+  const tokens = subject.split(".");
+  return tokens.length >= 5 ? tokens[tokens.length - 3] : undefined;
+}
+
 // handle answers one request. It never throws: a failure to answer is
 // logged, and the bridge then answers Tencent with its default at the
 // deadline.
 function handle(msg, policy) {
   const h = msg.headers;
-  const fields = { request_id: h?.get(H_REQUEST_ID), sdkappid: h?.get(H_SDKAPPID) };
+  const fields = { request_id: h?.get(H_REQUEST_ID), sdkappid: appOf(msg.subject) };
   if (!msg.reply) {
     log("warn", "ignored: not a request (no reply subject)", { ...fields, subject: msg.subject });
     return;

@@ -50,7 +50,6 @@
 
 /* Headers of deciders/PROTOCOL.md. */
 #define H_REQUEST_ID "Timbus-Request-Id"
-#define H_SDKAPPID "Timbus-Sdkappid"
 #define H_DEADLINE "Timbus-Deadline"
 #define H_SERVICE_ERROR "Nats-Service-Error"
 #define H_SERVICE_ERROR_CODE "Nats-Service-Error-Code"
@@ -386,12 +385,33 @@ static natsStatus respond(natsConnection *nc, const char *reply_to, const char *
     return s;
 }
 
+/* app_of copies the SdkAppid out of a subject
+ * "<prefix>.decide.<SdkAppid>.<Family>.<Command>" into buf: the third token
+ * from the right, since the prefix may hold dots. "-" when there is none. */
+static const char *app_of(const char *subject, char *buf, size_t size) {
+    const char *dots[3] = {NULL, NULL, NULL};
+    int n = 0;
+    size_t len;
+    if (subject != NULL) {
+        for (const char *p = subject + strlen(subject); p > subject && n < 3;) {
+            if (*--p == '.') dots[n++] = p;
+        }
+    }
+    if (n < 3 || dots[1] - dots[2] < 2 || size == 0) return "-";
+    len = (size_t)(dots[1] - dots[2] - 1);
+    if (len >= size) len = size - 1;
+    memcpy(buf, dots[2] + 1, len);
+    buf[len] = '\0';
+    return buf;
+}
+
 /* on_msg handles one request. The library calls it on the subscription's own
  * thread, one message at a time. */
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
     const struct config *cfg = closure;
     const char *id = header(msg, H_REQUEST_ID, "-");
-    const char *app = header(msg, H_SDKAPPID, "-");
+    char app_buf[32];
+    const char *app = app_of(natsMsg_GetSubject(msg), app_buf, sizeof app_buf);
     const char *reply_to = natsMsg_GetReply(msg);
     const char *data = natsMsg_GetData(msg);
     int len = natsMsg_GetDataLength(msg);
