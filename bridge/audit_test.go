@@ -22,7 +22,7 @@ func TestBridge_Audit(t *testing.T) {
 	records := subscribe(t, tb.nc, "timbus.audit.>")
 	seen := make(chan string, 1)
 	decider(t, tb.nc, decideOA, func(m *nats.Msg) *nats.Msg {
-		seen <- m.Header.Get(protocol.HeaderRequestID)
+		seen <- protocol.ParseRequest(m.Subject, m.Reply, m.Header).RequestID
 		r := nats.NewMsg("")
 		r.Header.Set(protocol.HeaderDecider, "names/1.2.0/x7")
 		r.Data = []byte(oaCreateDeny)

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,45 +245,28 @@ func TestBridge_RequestToDeciders(t *testing.T) {
 	if !bytes.Equal(m.Data, body) {
 		t.Errorf("payload differs from the callback body:\n%s\n%s", m.Data, body)
 	}
-	want := map[string]string{
-		protocol.HeaderClientIP:    "10.0.0.7",
-		protocol.HeaderOptPlatform: "RESTAPI",
+	// At the defaults a decide request carries no headers: each would cost
+	// the bridge and every decider per callback. The subject names app and
+	// command, the reply subject deadline and request id.
+	if len(m.Header) != 0 {
+		t.Errorf("headers %v, want none", m.Header)
 	}
-	for k, v := range want {
-		if g := m.Header.Get(k); g != v {
-			t.Errorf("header %s = %q, want %q", k, g, v)
-		}
+	req := protocol.ParseRequest(m.Subject, m.Reply, m.Header)
+	if req.SdkAppID != testApp || req.Command != oaCreate || len(req.RequestID) < 8 {
+		t.Errorf("request %+v", req)
 	}
-	// Version 1's header set, and nothing more: every header costs the
-	// bridge and each decider per callback; the subject carries app and command.
-	var names []string
-	for k := range m.Header {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	if got, want := strings.Join(names, ","), "Timbus-Client-Ip,Timbus-Deadline,Timbus-Opt-Platform,Timbus-Request-Id,traceparent"; got != want {
-		t.Errorf("headers %s, want %s", got, want)
-	}
-	if id := m.Header.Get(protocol.HeaderRequestID); len(id) < 8 {
-		t.Errorf("request id %q too short", id)
-	}
-	ms, err := strconv.ParseInt(m.Header.Get(protocol.HeaderDeadline), 10, 64)
-	if err != nil {
-		t.Fatalf("deadline header: %v", err)
-	}
-	deadline := time.UnixMilli(ms)
-	if lo, hi := before.Add(tb.cfg.Timeout-50*time.Millisecond), time.Now().Add(tb.cfg.Timeout); deadline.Before(lo) || deadline.After(hi) {
-		t.Errorf("deadline %v not about %v after arrival", deadline, tb.cfg.Timeout)
+	if lo, hi := before.Add(tb.cfg.Timeout-50*time.Millisecond), time.Now().Add(tb.cfg.Timeout); req.Deadline.Before(lo) || req.Deadline.After(hi) {
+		t.Errorf("deadline %v not about %v after arrival", req.Deadline, tb.cfg.Timeout)
 	}
 
 	// Request ids differ between callbacks, and the log names the same id.
 	post(t, tb.callbackURL(oaCreate), body)
-	second := <-got
-	if second.Header.Get(protocol.HeaderRequestID) == m.Header.Get(protocol.HeaderRequestID) {
+	_, secondID, _ := protocol.ParseReply((<-got).Reply)
+	if secondID == req.RequestID {
 		t.Error("two callbacks share a request id")
 	}
-	if line := tb.lastCallbackLog(t); line["request_id"] != second.Header.Get(protocol.HeaderRequestID) {
-		t.Errorf("logged request_id %v, decider saw %s", line["request_id"], second.Header.Get(protocol.HeaderRequestID))
+	if line := tb.lastCallbackLog(t); line["request_id"] != secondID {
+		t.Errorf("logged request_id %v, decider saw %s", line["request_id"], secondID)
 	}
 }
 
@@ -308,8 +289,8 @@ func TestBridge_MissingOptionalQuery(t *testing.T) {
 	if _, ok := m.Header[protocol.HeaderClientIP]; ok {
 		t.Errorf("ClientIP header set though Tencent sent none: %v", m.Header)
 	}
-	if _, ok := m.Header[protocol.HeaderDeadline]; ok {
-		t.Errorf("an event carries a deadline: %v", m.Header)
+	if m.Reply != "" {
+		t.Errorf("an event with a reply subject (and so a deadline): %s", m.Reply)
 	}
 }
 
@@ -354,15 +335,21 @@ func TestBridge_Samples(t *testing.T) {
 				if _, app, cmd, _ := protocol.ParseSubject(last.Subject); app != testApp || cmd != command {
 					return fmt.Errorf("subject %s: app %q, command %q", last.Subject, app, cmd)
 				}
-				for k, v := range map[string]string{
-					protocol.HeaderClientIP: "10.0.0.7", protocol.HeaderOptPlatform: "RESTAPI",
-				} {
-					if got := last.Header.Get(k); got != v {
-						return fmt.Errorf("header %s = %q, want %q", k, got, v)
-					}
+				req := protocol.ParseRequest(last.Subject, last.Reply, last.Header)
+				if req.RequestID == "" {
+					return fmt.Errorf("no request id")
 				}
-				if _, ok := last.Header[protocol.HeaderDeadline]; ok != cmd.Kind.NeedsReply() {
-					return fmt.Errorf("deadline header present = %v on a %v command", ok, cmd.Kind)
+				if !cmd.Kind.NeedsReply() {
+					// Events carry the query's values; decide requests,
+					// at the defaults, no headers.
+					if req.ClientIP != "10.0.0.7" || req.OptPlatform != "RESTAPI" {
+						return fmt.Errorf("event headers %v", last.Header)
+					}
+				} else if len(last.Header) != 0 {
+					return fmt.Errorf("decide request headers %v", last.Header)
+				}
+				if req.Deadline.IsZero() != !cmd.Kind.NeedsReply() {
+					return fmt.Errorf("deadline %v on a %v command", req.Deadline, cmd.Kind)
 				}
 				return nil
 			})

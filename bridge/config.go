@@ -144,6 +144,13 @@ type Config struct {
 	// LogCallbacksFailures.
 	LogCallbacks CallbackLog
 
+	// DecideHeaders says which headers a decide request carries. The
+	// deadline and the request id are always in its reply subject; the
+	// default, DecideHeadersNone, sends nothing more, as every header costs
+	// the bridge and each decider per callback. The zero value means
+	// DecideHeadersNone.
+	DecideHeaders DecideHeaders
+
 	// now is the clock for signature checks; tests replace it.
 	now func() time.Time
 }
@@ -162,6 +169,17 @@ const (
 	// LogCallbacksNone logs no callback; metrics and audit records still
 	// count and record every one.
 	LogCallbacksNone CallbackLog = "none"
+)
+
+// DecideHeaders says which headers decide requests carry.
+type DecideHeaders string
+
+const (
+	// DecideHeadersNone sends decide requests without headers.
+	DecideHeadersNone DecideHeaders = "none"
+	// DecideHeadersAll adds Timbus-Client-Ip and Timbus-Opt-Platform (when
+	// Tencent sent them) and a W3C traceparent, as events always carry.
+	DecideHeadersAll DecideHeaders = "all"
 )
 
 // App is one Tencent Cloud Chat application the bridge serves.
@@ -217,6 +235,7 @@ func DefaultConfig() Config {
 		MaxConns:         defaultMaxConns(),
 		Logger:           zerolog.Nop(),
 		LogCallbacks:     LogCallbacksFailures,
+		DecideHeaders:    DecideHeadersNone,
 		Breaker:          DefaultBreakerConfig(),
 	}
 }
@@ -440,6 +459,11 @@ func (c *Config) Validate() error {
 	case "", LogCallbacksFailures, LogCallbacksAll, LogCallbacksNone:
 	default:
 		return bad("log-callbacks", c.LogCallbacks, fmt.Errorf("%w: want failures, all or none", ErrInvalidValue))
+	}
+	switch c.DecideHeaders {
+	case "", DecideHeadersNone, DecideHeadersAll:
+	default:
+		return bad("decide-headers", c.DecideHeaders, fmt.Errorf("%w: want none or all", ErrInvalidValue))
 	}
 	if c.MaxInflight < 0 {
 		return bad("max-inflight", c.MaxInflight, fmt.Errorf("%w: 0 (no cap) or more", ErrInvalidValue))

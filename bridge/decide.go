@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,8 +57,6 @@ var (
 // into the audit entry e.
 func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) result {
 	deadline := start.Add(rt.timeout)
-	x.deadline = strconv.AppendInt(x.deadline[:0], deadline.UnixMilli(), 10)
-	x.set(slotDeadline, bytesString(x.deadline))
 	fallback := func(o protocol.Outcome, err error) result { return rt.fallbackResult(x.msg.Data, o, err) }
 	if !time.Now().Before(deadline) {
 		return fallback(protocol.OutcomeTimeout, errors.New("deadline passed before the request was sent"))
@@ -70,7 +67,7 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) 
 	if rt.shadow != "" {
 		b.askShadow(x, rt, deadline, e)
 	}
-	reply, buf, err := b.mux.request(&x.msg, deadline, x.timer, x.reply, func() handoff {
+	reply, buf, err := b.mux.request(&x.msg, x.id, deadline, x.timer, x.reply, func() handoff {
 		// Copied now: x's buffers are reused once the default is sent.
 		requestID := string(x.id)
 		return func(reply *nats.Msg) {
@@ -100,7 +97,7 @@ func (b *Bridge) askShadow(x *exchange, rt *route, deadline time.Time, e *auditE
 	e.waits.Add(1)
 	subject := x.msg.Subject
 	x.msg.Subject = rt.shadow
-	err := b.mux.send(&x.msg, deadline, func(reply *nats.Msg) {
+	err := b.mux.send(&x.msg, x.id, deadline, func(reply *nats.Msg) {
 		b.shadowAnswered(rt, e, reply, protocol.OutcomeTimeout, nil)
 	})
 	x.msg.Subject, x.msg.Reply = subject, ""
@@ -158,7 +155,6 @@ func (b *Bridge) lateReply(rt *route, requestID string, received, deadline time.
 // Tencent's deadline. Otherwise Tencent gets 503, which lets a retrying
 // Tencent deliver it again.
 func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
-	x.set(slotDeadline, "")
 	var (
 		err  error
 		note error

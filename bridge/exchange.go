@@ -21,7 +21,6 @@ const (
 	slotRequestID = iota
 	slotClientIP
 	slotOptPlatform
-	slotDeadline
 	slotMsgID
 	slotTrace
 	numSlots
@@ -31,7 +30,6 @@ var slotNames = [numSlots]string{
 	slotRequestID:   protocol.HeaderRequestID,
 	slotClientIP:    protocol.HeaderClientIP,
 	slotOptPlatform: protocol.HeaderOptPlatform,
-	slotDeadline:    protocol.HeaderDeadline,
 	slotMsgID:       jetstream.MsgIDHeader,
 	slotTrace:       HeaderTraceparent,
 }
@@ -42,31 +40,29 @@ var slotNames = [numSlots]string{
 // until the callback is answered, which is fine because the NATS client
 // encodes headers before Publish or Request returns.
 type exchange struct {
-	msg      nats.Msg
-	values   [numSlots][]string
-	present  uint16 // slots whose header is in msg.Header
-	id       []byte
-	deadline []byte
-	hash     hash.Hash
-	sum      []byte
-	eventID  [sha256.Size * 2]byte
-	reply    []byte      // reply subject of the decide request
-	trace    []byte      // traceparent
-	timer    *time.Timer // stopped between callbacks
-	confirm  *confirmWait
+	msg     nats.Msg
+	values  [numSlots][]string
+	present uint16 // slots whose header is in msg.Header
+	id      []byte
+	hash    hash.Hash
+	sum     []byte
+	eventID [sha256.Size * 2]byte
+	reply   []byte      // reply subject of the decide request
+	trace   []byte      // traceparent
+	timer   *time.Timer // stopped between callbacks
+	confirm *confirmWait
 }
 
 func newExchange() *exchange {
 	x := &exchange{
-		msg:      nats.Msg{Header: make(nats.Header, numSlots)},
-		id:       make([]byte, 0, 40),
-		deadline: make([]byte, 0, 20),
-		hash:     sha256.New(),
-		sum:      make([]byte, 0, sha256.Size),
-		reply:    make([]byte, 0, 64),
-		trace:    make([]byte, 0, traceparentLen),
-		timer:    time.NewTimer(time.Hour),
-		confirm:  newConfirmWait(),
+		msg:     nats.Msg{Header: make(nats.Header, numSlots)},
+		id:      make([]byte, 0, 40),
+		hash:    sha256.New(),
+		sum:     make([]byte, 0, sha256.Size),
+		reply:   make([]byte, 0, 64),
+		trace:   make([]byte, 0, traceparentLen),
+		timer:   time.NewTimer(time.Hour),
+		confirm: newConfirmWait(),
 	}
 	x.timer.Stop()
 	for i := range x.values {
@@ -109,13 +105,14 @@ func (x *exchange) setEventID(app, command string, body []byte) {
 }
 
 // release drops references to the callback so a pooled exchange holds no
-// request memory.
+// request memory, and its headers, so that the next callback carries only
+// those it sets.
 func (x *exchange) release() {
 	x.msg.Data = nil
-	for _, slot := range [...]int{slotClientIP, slotOptPlatform, slotRequestID, slotDeadline, slotTrace} {
+	for slot := range numSlots {
+		x.set(slot, "")
 		x.values[slot][0] = ""
 	}
-	x.set(slotMsgID, "")
 }
 
 // bytesString views b as a string without copying. The caller must not let

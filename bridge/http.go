@@ -126,11 +126,17 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 
 	x := b.exchanges.Get().(*exchange)
 	x.id = b.ids.appendNext(x.id[:0])
-	x.set(slotRequestID, bytesString(x.id))
-	x.set(slotClientIP, bytesString(args.Peek("ClientIP")))
-	x.set(slotOptPlatform, bytesString(args.Peek("OptPlatform")))
-	x.trace = appendTraceparent(x.trace[:0], ctx.Request.Header.Peek(HeaderTraceparent))
-	x.set(slotTrace, bytesString(x.trace))
+	// A decide request carries its request id in the reply subject, and
+	// its headers only when asked for: each costs every decider too.
+	if !rt.decide || b.cfg.DecideHeaders == DecideHeadersAll {
+		if !rt.decide {
+			x.set(slotRequestID, bytesString(x.id))
+		}
+		x.set(slotClientIP, bytesString(args.Peek("ClientIP")))
+		x.set(slotOptPlatform, bytesString(args.Peek("OptPlatform")))
+		x.trace = appendTraceparent(x.trace[:0], ctx.Request.Header.Peek(HeaderTraceparent))
+		x.set(slotTrace, bytesString(x.trace))
+	}
 	x.msg.Subject = rt.subject
 	x.msg.Data = body
 

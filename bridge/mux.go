@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // replyMux is the request-reply transport of decide requests. It replaces
@@ -22,7 +24,7 @@ import (
 // one lock.
 type replyMux struct {
 	nc     *nats.Conn
-	inbox  string // "<inbox>." — a call's reply subject is inbox + its id
+	inbox  string // a call's reply subject: inbox, deadline, request id, then its token (protocol.AppendReply)
 	sub    *nats.Subscription
 	next   atomic.Uint64
 	shards [muxShards]muxShard
@@ -50,8 +52,8 @@ type muxShard struct {
 // call is one request in flight.
 type call struct {
 	id uint64
-	// key is random: a reply subject carries it beside id, so that nobody
-	// who saw one reply subject can guess another call's.
+	// key is random: a reply subject's token carries it beside id, so that
+	// nobody who saw one reply subject can guess another call's.
 	key      uint64
 	deadline time.Time
 	reply    chan *nats.Msg // a waited call's one reply, buffered
@@ -69,12 +71,12 @@ type call struct {
 type handoff = func(reply *nats.Msg)
 
 func newReplyMux(g *group, nc *nats.Conn) (*replyMux, error) {
-	m := &replyMux{nc: nc, inbox: nc.NewInbox() + ".", quit: make(chan struct{}), done: make(chan struct{})}
+	m := &replyMux{nc: nc, inbox: nc.NewInbox(), quit: make(chan struct{}), done: make(chan struct{})}
 	for i := range m.shards {
 		m.shards[i].calls = make(map[uint64]*call)
 	}
 	m.calls.New = func() any { return &call{reply: make(chan *nats.Msg, 1)} }
-	sub, err := nc.Subscribe(m.inbox+"*", m.deliver)
+	sub, err := nc.Subscribe(m.inbox+".>", m.deliver)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +90,9 @@ func newReplyMux(g *group, nc *nats.Conn) (*replyMux, error) {
 func (m *replyMux) shard(id uint64) *muxShard { return &m.shards[id%muxShards] }
 
 // register adds a call and returns it with its reply subject appended to buf.
-func (m *replyMux) register(c *call, deadline time.Time, buf []byte) []byte {
+// The subject tells deciders the deadline and the request id; its last token,
+// "<id>_<key>" in base 36, routes the reply back to the call.
+func (m *replyMux) register(c *call, requestID []byte, deadline time.Time, buf []byte) []byte {
 	c.id = m.next.Add(1)
 	c.key = rand.Uint64()
 	c.deadline = deadline
@@ -96,7 +100,7 @@ func (m *replyMux) register(c *call, deadline time.Time, buf []byte) []byte {
 	s.mu.Lock()
 	s.calls[c.id] = c
 	s.mu.Unlock()
-	buf = append(buf, m.inbox...)
+	buf = protocol.AppendReply(buf, m.inbox, deadline, bytesString(requestID), "")
 	buf = strconv.AppendUint(buf, c.id, 36)
 	buf = append(buf, '_')
 	return strconv.AppendUint(buf, c.key, 36)
@@ -114,9 +118,9 @@ func (m *replyMux) forget(c *call) {
 // must be stopped and drained. When it gives up, the call stays registered
 // until lateGrace passes, and a late reply goes to the function abandon
 // returns (called only then, so that waiting costs no closure).
-func (m *replyMux) request(msg *nats.Msg, deadline time.Time, timer *time.Timer, replyBuf []byte, abandon func() handoff) (*nats.Msg, []byte, error) {
+func (m *replyMux) request(msg *nats.Msg, requestID []byte, deadline time.Time, timer *time.Timer, replyBuf []byte, abandon func() handoff) (*nats.Msg, []byte, error) {
 	c := m.calls.Get().(*call)
-	replyBuf = m.register(c, deadline, replyBuf[:0])
+	replyBuf = m.register(c, requestID, deadline, replyBuf[:0])
 	msg.Reply = bytesString(replyBuf)
 	err := m.nc.PublishMsg(msg)
 	msg.Reply = ""
@@ -149,9 +153,9 @@ func (m *replyMux) request(msg *nats.Msg, deadline time.Time, timer *time.Timer,
 
 // send publishes msg as a request nobody waits for: its reply, or nil at
 // deadline, goes to h.
-func (m *replyMux) send(msg *nats.Msg, deadline time.Time, h handoff) error {
+func (m *replyMux) send(msg *nats.Msg, requestID []byte, deadline time.Time, h handoff) error {
 	c := &call{handoff: h, expires: deadline}
-	msg.Reply = string(m.register(c, deadline, nil))
+	msg.Reply = string(m.register(c, requestID, deadline, nil))
 	if err := m.nc.PublishMsg(msg); err != nil {
 		m.forget(c)
 		return err
@@ -161,8 +165,8 @@ func (m *replyMux) send(msg *nats.Msg, deadline time.Time, h handoff) error {
 
 // deliver hands a reply to its call.
 func (m *replyMux) deliver(reply *nats.Msg) {
-	tail := reply.Subject[min(len(m.inbox), len(reply.Subject)):]
-	idText, keyText, ok := strings.Cut(tail, "_")
+	token := reply.Subject[strings.LastIndexByte(reply.Subject, '.')+1:]
+	idText, keyText, ok := strings.Cut(token, "_")
 	if !ok {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -215,10 +216,23 @@ func TestBridge_CircuitBreaker(t *testing.T) {
 	}
 }
 
+// TestBridge_Traceparent: with --decide-headers all, decide requests carry
+// the client IP, the platform and a traceparent.
 func TestBridge_Traceparent(t *testing.T) {
-	tb := startBridge(t, nil)
+	tb := startBridge(t, func(c *Config) { c.DecideHeaders = DecideHeadersAll })
 	seen := make(chan string, 2)
 	decider(t, tb.nc, decideOA, func(m *nats.Msg) *nats.Msg {
+		var names []string
+		for k := range m.Header {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		if got, want := strings.Join(names, ","), "Timbus-Client-Ip,Timbus-Opt-Platform,traceparent"; got != want {
+			t.Errorf("headers %s, want %s", got, want)
+		}
+		if m.Header.Get(protocol.HeaderClientIP) != "10.0.0.7" || m.Header.Get(protocol.HeaderOptPlatform) != "RESTAPI" {
+			t.Errorf("headers %v", m.Header)
+		}
 		seen <- m.Header.Get(HeaderTraceparent)
 		return &nats.Msg{Data: []byte(oaCreateDeny)}
 	})

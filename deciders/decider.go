@@ -395,7 +395,7 @@ func (d *Decider) serve(ep *endpoint, req micro.Request) {
 // from its headers.
 func (d *Decider) callback(req micro.Request) *Callback {
 	h := nats.Header(req.Headers())
-	return &Callback{Request: protocol.ParseRequest(req.Subject(), h), Header: h, Body: req.Data()}
+	return &Callback{Request: protocol.ParseRequest(req.Subject(), req.Reply(), h), Header: h, Body: req.Data()}
 }
 
 func (d *Decider) report(r Result) {

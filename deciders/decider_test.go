@@ -17,6 +17,7 @@ import (
 
 	"github.com/timbus-dev/timbus/deciders"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
@@ -105,28 +106,36 @@ var reqSeq struct {
 	n  int
 }
 
-// request builds a callback as the bridge sends it; a zero deadline leaves
-// the header out.
+// request builds a callback as the bridge sends it with --decide-headers all;
+// a zero deadline sends it with a reply subject that holds neither deadline
+// nor request id, as other clients do.
 func request(app, command string, body []byte, deadline time.Time) *nats.Msg {
 	reqSeq.mu.Lock()
 	reqSeq.n++
 	id := "req-" + strconv.Itoa(reqSeq.n)
 	reqSeq.mu.Unlock()
-	r := protocol.Request{RequestID: id, SdkAppID: app, Command: command, ClientIP: "127.0.0.1",
-		OptPlatform: "RESTAPI", Deadline: deadline}
+	r := protocol.Request{ClientIP: "127.0.0.1", OptPlatform: "RESTAPI"}
+	reply := nats.NewInbox()
+	if !deadline.IsZero() {
+		reply = string(protocol.AppendReply(nil, reply, deadline, id, "r"))
+	}
 	return &nats.Msg{
 		Subject: protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, app, command),
+		Reply:   reply,
 		Header:  nats.Header(r.Header()),
 		Data:    body,
 	}
 }
+
+// idOf is the request id a decider reads from m.
+func idOf(m *nats.Msg) string { return protocol.ParseRequest(m.Subject, m.Reply, m.Header).RequestID }
 
 func soon() time.Time { return time.Now().Add(2 * time.Second) }
 
 // ask sends a callback and returns the reply.
 func (e *env) ask(m *nats.Msg) *nats.Msg {
 	e.t.Helper()
-	rep, err := e.nc.RequestMsg(m, 3*time.Second)
+	rep, err := ask.Request(e.nc, m, 3*time.Second)
 	if err != nil {
 		e.t.Fatalf("request %s: %v", m.Subject, err)
 	}
@@ -233,7 +242,7 @@ func TestDecider_Replies(t *testing.T) {
 			if got, want := rep.Header.Get(protocol.HeaderDecider), "test-decider/1.2.3/"+e.d.Info().ID; got != want {
 				t.Fatalf("%s header %q, want %q", protocol.HeaderDecider, got, want)
 			}
-			res := e.results.find(t, req.Header.Get(protocol.HeaderRequestID))
+			res := e.results.find(t, idOf(req))
 			if res.Outcome != tt.outcome || (res.Err != nil) != (tt.outcome == deciders.Failed) || res.Late {
 				t.Fatalf("result %+v, want outcome %v", res, tt.outcome)
 			}
@@ -294,13 +303,14 @@ func TestDecider_DeadlineContext(t *testing.T) {
 		t.Fatalf("ctx deadline %v, want %v", got, deadline)
 	}
 
-	// No header, no deadline: the bridge always sends one, other clients may not.
+	// No deadline in the reply subject: the bridge always sends one, other
+	// clients may not.
 	e.ask(request(testApp, createOA, sample(t, createOA), time.Time{}))
 	if got := <-deadlines; !got.IsZero() {
 		t.Fatalf("ctx deadline %v without a header, want none", got)
 	}
 	m := request(testApp, createOA, sample(t, createOA), time.Time{})
-	m.Header.Set(protocol.HeaderDeadline, "soon")
+	m.Reply = nats.NewInbox() + ".soon.req-x.r"
 	e.ask(m)
 	if got := <-deadlines; !got.IsZero() {
 		t.Fatalf("ctx deadline %v with a malformed header, want none", got)
@@ -318,11 +328,11 @@ func TestDecider_ExpiredNotAnswered(t *testing.T) {
 	past := []time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(-time.Hour), time.UnixMilli(1)}
 	for _, deadline := range past {
 		req := request(testApp, createOA, sample(t, createOA), deadline)
-		rep, err := e.nc.RequestMsg(req, 200*time.Millisecond)
+		rep, err := ask.Request(e.nc, req, 200*time.Millisecond)
 		if !errors.Is(err, nats.ErrTimeout) {
 			t.Fatalf("deadline %v: got %v, %v; want a timeout", deadline, rep, err)
 		}
-		if res := e.results.find(t, req.Header.Get(protocol.HeaderRequestID)); res.Outcome != deciders.Expired {
+		if res := e.results.find(t, idOf(req)); res.Outcome != deciders.Expired {
 			t.Fatalf("result %+v, want Expired", res)
 		}
 	}
@@ -347,7 +357,7 @@ func TestDecider_Late(t *testing.T) {
 	if rep := e.ask(req); string(rep.Data) != allowReply {
 		t.Fatalf("reply %s", rep.Data)
 	}
-	if res := e.results.find(t, req.Header.Get(protocol.HeaderRequestID)); !res.Late || res.Outcome != deciders.Decided {
+	if res := e.results.find(t, idOf(req)); !res.Late || res.Outcome != deciders.Decided {
 		t.Fatalf("result %+v, want a late decision", res)
 	}
 	if data := endpointData(t, e.d, "OfficialAccount-CallbackBeforeCreateOfficialAccount"); data.Late != 1 {
@@ -388,7 +398,7 @@ func TestDecider_Patterns(t *testing.T) {
 		request("1400000002", createOA, []byte(`{}`), soon()),
 		request(testApp, "OfficialAccount.CallbackBeforeAddSubscriber", []byte(`{}`), soon()),
 	} {
-		if _, err := e.nc.RequestMsg(m, time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		if _, err := ask.Request(e.nc, m, time.Second); !errors.Is(err, nats.ErrNoResponders) {
 			t.Fatalf("%s: %v, want no responders", m.Subject, err)
 		}
 	}
@@ -483,7 +493,7 @@ func TestDecider_StopWaitsForInFlight(t *testing.T) {
 	})
 	replies := make(chan *nats.Msg, 1)
 	go func() {
-		rep, err := e.nc.RequestMsg(request(testApp, createOA, sample(t, createOA), time.Time{}), 5*time.Second)
+		rep, err := ask.Request(e.nc, request(testApp, createOA, sample(t, createOA), time.Time{}), 5*time.Second)
 		if err != nil {
 			t.Errorf("in-flight request: %v", err)
 		}
@@ -511,7 +521,7 @@ func TestDecider_StopWaitsForInFlight(t *testing.T) {
 		t.Fatalf("in-flight reply %v", rep)
 	}
 
-	if _, err := e.nc.RequestMsg(request(testApp, createOA, sample(t, createOA), soon()), time.Second); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := ask.Request(e.nc, request(testApp, createOA, sample(t, createOA), soon()), time.Second); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("request after Stop: %v, want no responders", err)
 	}
 	if _, err := e.nc.Request("$SRV.PING.test-decider", nil, 200*time.Millisecond); err == nil {
@@ -544,7 +554,7 @@ func TestDecider_StopAnswersQueued(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
-			rep, err := e.nc.RequestMsg(request(testApp, createOA, sample(t, createOA), time.Time{}), 5*time.Second)
+			rep, err := ask.Request(e.nc, request(testApp, createOA, sample(t, createOA), time.Time{}), 5*time.Second)
 			if err == nil && string(rep.Data) != allowReply {
 				err = fmt.Errorf("reply %s", rep.Data)
 			}

@@ -9,15 +9,12 @@ import (
 	"io"
 	"math"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
-
-	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // loadResult is what the load subcommands print, as one JSON line, and what
@@ -107,15 +104,10 @@ func runNATSLoad(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer nc.Close()
 
-	newMsg := func() *nats.Msg {
-		m := nats.NewMsg(*subject)
-		m.Data = body
-		m.Header.Set(protocol.HeaderRequestID, "cb87a6f6d2cb-1f")
-		m.Header.Set(protocol.HeaderClientIP, "127.0.0.1")
-		m.Header.Set(protocol.HeaderOptPlatform, "RESTAPI")
-		m.Header.Set(protocol.HeaderDeadline, strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10))
-		return m
-	}
+	// The bridge's decide request at its defaults: the body, no headers
+	// (its deadline and request id ride in the reply subject, which the
+	// client's own request inbox stands in for).
+	newMsg := func() *nats.Msg { return &nats.Msg{Subject: *subject, Data: body} }
 	// The decider must answer before the clock starts.
 	probe := newMsg()
 	deadline := time.Now().Add(10 * time.Second)

@@ -396,7 +396,7 @@ func optionNames() []string {
 		"listen", "path", "nats-url",
 		"nats-creds", "nats-nkey", "nats-user", "nats-password", "nats-token", "nats-tls-ca", "nats-tls-cert", "nats-tls-key",
 		"nats-listen", "sdkappid", "timeout", "default",
-		"subject-prefix", "token", "sign-window", "allow-cidr", "trusted-proxy", "proxy-header", "shadow-prefix", "nats-store", "nats-config", "audit-stream", "events-stream", "tls-cert", "tls-key", "tls-client-ca", "metrics-listen", "require-deciders", "drain-delay", "max-inflight", "breaker", "breaker-window", "breaker-min-requests", "breaker-failure-ratio", "breaker-cooldown", "log-level", "log-format", "log-callbacks", "max-body-size", "max-header-size", "read-timeout", "write-timeout", "idle-timeout", "max-conns", "max-conns-per-ip",
+		"subject-prefix", "token", "sign-window", "allow-cidr", "trusted-proxy", "proxy-header", "shadow-prefix", "nats-store", "nats-config", "audit-stream", "events-stream", "tls-cert", "tls-key", "tls-client-ca", "metrics-listen", "require-deciders", "drain-delay", "max-inflight", "breaker", "breaker-window", "breaker-min-requests", "breaker-failure-ratio", "breaker-cooldown", "log-level", "log-format", "log-callbacks", "decide-headers", "max-body-size", "max-header-size", "read-timeout", "write-timeout", "idle-timeout", "max-conns", "max-conns-per-ip",
 	}
 }
 

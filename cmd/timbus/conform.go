@@ -19,6 +19,7 @@ import (
 	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 	"github.com/timbus-dev/timbus/internal/samples"
 )
 
@@ -251,19 +252,9 @@ func (c *conformer) check(p conformPlan) conformRow {
 	c.sent++
 	row.RequestID = "conform-" + strconv.Itoa(c.sent)
 	start := time.Now()
-	msg := &nats.Msg{
-		Subject: row.Subject,
-		Data:    p.body,
-		Header: nats.Header(protocol.Request{
-			RequestID:   row.RequestID,
-			SdkAppID:    c.appID,
-			Command:     p.command.Name,
-			ClientIP:    "127.0.0.1",
-			OptPlatform: "RESTAPI",
-			Deadline:    start.Add(c.timeout),
-		}.Header()),
-	}
-	reply, err := c.nc.RequestMsg(msg, c.timeout)
+	// As the bridge sends it at its defaults: no headers, the deadline and
+	// the request id in the reply subject.
+	reply, err := ask.RequestBy(c.nc, &nats.Msg{Subject: row.Subject, Data: p.body}, start.Add(c.timeout), row.RequestID)
 	latency := float64(time.Since(start).Microseconds()) / 1000
 	row.LatencyMS = &latency
 	row.Result = resultFail

@@ -115,8 +115,8 @@ func TestConformGoodDecider(t *testing.T) {
 	if string(m.Data) != string(sample) {
 		t.Errorf("payload = %s, want the documented sample %s", m.Data, sample)
 	}
-	req := protocol.ParseRequest(m.Subject, m.Header)
-	want := protocol.Request{RequestID: "conform-1", SdkAppID: "1400000042", Command: createOA, ClientIP: "127.0.0.1", OptPlatform: "RESTAPI"}
+	req := protocol.ParseRequest(m.Subject, m.Reply, m.Header)
+	want := protocol.Request{RequestID: "conform-1", SdkAppID: "1400000042", Command: createOA}
 	if req.Deadline.Before(before.Add(1400*time.Millisecond)) || req.Deadline.After(time.Now().Add(1500*time.Millisecond)) {
 		t.Errorf("deadline %v is not the default 1.5s after the request", req.Deadline)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 )
 
 // replayOutcomes are the recorded outcomes of before callbacks that were
@@ -139,14 +140,14 @@ traffic before they go live.
 It reads the audit records of before callbacks from the JetStream stream NAME
 (the one given to timbus serve --audit-stream), oldest first, and sends each
 recorded body to <P>.decide.<SdkAppid>.<Command> with the headers the bridge
-sets (deciders/PROTOCOL.md): the original SdkAppid, command, client IP and
-platform, Timbus-Request-Id "%s<original id>", and a deadline
---timeout from now. The reply is judged as the bridge judges it (decided,
-or timeout, no_deciders, decider_error, invalid_reply) and compared with the
-ErrorCode Tencent got then: SAME when Tencent would get the same code, CHANGED
-otherwise. When no verdict comes now, the row is SAME only if Tencent got a
-default then too. A summary counts the changes by recorded code and new code
-(or outcome).
+sets with --decide-headers all (deciders/PROTOCOL.md): the original SdkAppid,
+command, client IP and platform, the request id "%s<original id>", and a
+deadline --timeout from now. The reply is judged as the bridge judges it
+(decided, or timeout, no_deciders, decider_error, invalid_reply) and compared
+with the ErrorCode Tencent got then: SAME when Tencent would get the same
+code, CHANGED otherwise. When no verdict comes now, the row is SAME only if
+Tencent got a default then too. A summary counts the changes by recorded code
+and new code (or outcome).
 
 Nothing is sent to Tencent, and nothing is published on event or audit
 subjects. The requests are real for the deciders, though: they act on them as
@@ -283,15 +284,11 @@ func (r *replayer) replay(rec *protocol.AuditRecord) (replayRow, error) {
 		Subject: now.Subject,
 		Data:    rec.Body,
 		Header: nats.Header(protocol.Request{
-			RequestID:   replayIDPrefix + rec.RequestID,
-			SdkAppID:    rec.SdkAppID,
-			Command:     rec.Command,
 			ClientIP:    rec.ClientIP,
 			OptPlatform: rec.OptPlatform,
-			Deadline:    start.Add(r.timeout),
 		}.Header()),
 	}
-	reply, err := r.nc.RequestMsg(msg, r.timeout)
+	reply, err := ask.RequestBy(r.nc, msg, start.Add(r.timeout), replayID(rec.RequestID))
 	now.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -454,4 +451,16 @@ func (o *replayOutput) finish(s replaySummary) error {
 	}
 	_, err := io.WriteString(o.w, b.String())
 	return err
+}
+
+// replayID names a replayed request after the recorded one. A record is
+// data from the audit stream: what cannot stand in a subject token becomes _.
+func replayID(recorded string) string {
+	id := []byte(replayIDPrefix + recorded)
+	for i, c := range id {
+		if c <= ' ' || c == '.' || c == '*' || c == '>' || c >= 0x7f {
+			id[i] = '_'
+		}
+	}
+	return string(id)
 }

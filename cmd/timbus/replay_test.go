@@ -183,7 +183,7 @@ func TestReplayNewDecider(t *testing.T) {
 		if m.Subject != protocol.Subject("v2", protocol.KindDecide, rec.SdkAppID, rec.Command) {
 			t.Errorf("request %d on %s", i, m.Subject)
 		}
-		req := protocol.ParseRequest(m.Subject, m.Header)
+		req := protocol.ParseRequest(m.Subject, m.Reply, m.Header)
 		if req.Deadline.Before(before.Add(300*time.Millisecond).Truncate(time.Millisecond)) || req.Deadline.After(after.Add(300*time.Millisecond)) {
 			t.Errorf("request %d: deadline %v not 300ms after it was sent", i, req.Deadline)
 		}

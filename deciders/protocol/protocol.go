@@ -26,16 +26,17 @@ const (
 // DefaultSubjectPrefix is the first token of every subject unless configured otherwise.
 const DefaultSubjectPrefix = "timbus"
 
-// Headers timbus sets on decide requests and events. Values are plain
-// strings; names are case-sensitive, as NATS headers are. The SdkAppid and
-// the command are not headers: the subject holds them (ParseSubject).
+// Headers timbus sets on events, and on decide requests only when the
+// bridge runs with --decide-headers all: by default a decide request carries
+// no headers at all, because on a NATS request every header costs the bridge
+// and each decider an encoding, a decoding and allocations, about a tenth of
+// a callback's cost. What a decider always needs travels in the subject
+// (ParseSubject) and the reply subject (ParseReply). Values are plain
+// strings; names are case-sensitive, as NATS headers are.
 const (
-	HeaderRequestID   = "Timbus-Request-Id"   // unique per callback, also in logs and audit records
+	HeaderRequestID   = "Timbus-Request-Id"   // on events: unique per callback, also in logs and audit records
 	HeaderClientIP    = "Timbus-Client-Ip"    // the ClientIP query value; absent when Tencent sent none
 	HeaderOptPlatform = "Timbus-Opt-Platform" // the OptPlatform query value; absent when Tencent sent none
-	// HeaderDeadline is the absolute time, in Unix milliseconds, after which
-	// timbus no longer waits for a reply; work past it is wasted.
-	HeaderDeadline = "Timbus-Deadline"
 )
 
 // Headers of the NATS micro error convention. A decider that sets them says
@@ -84,17 +85,51 @@ func ParseSubject(subject string) (kind, sdkAppID, command string, ok bool) {
 	return tokens[0], tokens[1], command, true
 }
 
-// FormatDeadline renders t as the value of HeaderDeadline.
-func FormatDeadline(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+// AppendReply appends the reply subject of a decide request to dst:
+// "<inbox>.<deadline>.<requestID>.<token>", the deadline in Unix
+// milliseconds. inbox and token are the requester's own (timbus routes the
+// reply by them); deciders read only the deadline and the request id, with
+// ParseReply. requestID must be a ValidToken. JetStream does the same with
+// the metadata of a delivered message: it rides in the reply subject, which
+// costs nothing extra to send or read.
+func AppendReply(dst []byte, inbox string, deadline time.Time, requestID, token string) []byte {
+	dst = append(dst, inbox...)
+	dst = append(dst, '.')
+	dst = strconv.AppendInt(dst, deadline.UnixMilli(), 10)
+	dst = append(dst, '.')
+	dst = append(dst, requestID...)
+	dst = append(dst, '.')
+	return append(dst, token...)
+}
 
-// ParseDeadline reads a HeaderDeadline value. ok is false when the value is
-// missing or malformed.
-func ParseDeadline(v string) (t time.Time, ok bool) {
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms <= 0 {
-		return time.Time{}, false
+// ParseReply reads the deadline and the request id from the reply subject of
+// a decide request: the third and second tokens from the right. ok is false
+// for a reply subject made otherwise (`nats request`'s, say): such a request
+// has no deadline and no request id.
+func ParseReply(reply string) (deadline time.Time, requestID string, ok bool) {
+	var tokens [3]string // deadline, request id, token
+	rest := reply
+	for i := len(tokens) - 1; i >= 0; i-- {
+		dot := strings.LastIndexByte(rest, '.')
+		if dot < 0 {
+			return time.Time{}, "", false
+		}
+		tokens[i], rest = rest[dot+1:], rest[:dot]
 	}
-	return time.UnixMilli(ms), true
+	if rest == "" || tokens[1] == "" || tokens[2] == "" {
+		return time.Time{}, "", false
+	}
+	ms, err := strconv.ParseInt(tokens[0], 10, 64)
+	if err != nil || ms <= 0 || tokens[0][0] == '+' {
+		return time.Time{}, "", false
+	}
+	return time.UnixMilli(ms), tokens[1], true
+}
+
+// ValidToken reports whether s can be one token of a subject: not empty,
+// without dots, white space or wildcards.
+func ValidToken(s string) bool {
+	return s != "" && !strings.ContainsAny(s, ". \t\r\n*>")
 }
 
 // Request describes one callback as timbus hands it to a decider.
@@ -107,43 +142,38 @@ type Request struct {
 	Deadline    time.Time
 }
 
-// Header returns the NATS headers timbus sets for r; SdkAppID and Command
-// go in the subject instead (Subject). (The bridge builds the same headers
-// with reused buffers on its request path; tools and tests use this.)
+// Header returns the headers timbus adds to a decide request for r with
+// --decide-headers all (the bridge builds them with reused buffers on its
+// request path; tools and tests use this).
 func (r Request) Header() map[string][]string {
-	h := map[string][]string{HeaderRequestID: {r.RequestID}}
+	h := map[string][]string{}
 	if r.ClientIP != "" {
 		h[HeaderClientIP] = []string{r.ClientIP}
 	}
 	if r.OptPlatform != "" {
 		h[HeaderOptPlatform] = []string{r.OptPlatform}
 	}
-	if !r.Deadline.IsZero() {
-		h[HeaderDeadline] = []string{FormatDeadline(r.Deadline)}
-	}
 	return h
 }
 
-// ParseRequest reads a request from timbus: the app and command from its
-// subject, the rest from its headers. A subject ParseSubject cannot split
-// leaves SdkAppID and Command empty.
-func ParseRequest(subject string, h map[string][]string) Request {
+// ParseRequest reads a request from timbus: the app and the command from its
+// subject, the deadline and the request id from its reply subject (on an
+// event, which has none, the request id from its header), the rest from its
+// headers. What a part does not hold is left empty.
+func ParseRequest(subject, reply string, h map[string][]string) Request {
 	get := func(k string) string {
 		if v := h[k]; len(v) > 0 {
 			return v[0]
 		}
 		return ""
 	}
-	deadline, _ := ParseDeadline(get(HeaderDeadline))
-	_, app, command, _ := ParseSubject(subject)
-	return Request{
-		RequestID:   get(HeaderRequestID),
-		SdkAppID:    app,
-		Command:     command,
-		ClientIP:    get(HeaderClientIP),
-		OptPlatform: get(HeaderOptPlatform),
-		Deadline:    deadline,
+	r := Request{ClientIP: get(HeaderClientIP), OptPlatform: get(HeaderOptPlatform)}
+	_, r.SdkAppID, r.Command, _ = ParseSubject(subject)
+	var ok bool
+	if r.Deadline, r.RequestID, ok = ParseReply(reply); !ok {
+		r.RequestID = get(HeaderRequestID)
 	}
+	return r
 }
 
 // ValidPrefix reports whether p can be a subject prefix: dot-separated

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,20 +12,61 @@ func TestSubject(t *testing.T) {
 	}
 }
 
-func TestRequestHeaderRoundTrip(t *testing.T) {
+func TestRequestRoundTrip(t *testing.T) {
 	r := Request{RequestID: "abc-1", SdkAppID: "1400000001", Command: "Group.CallbackBeforeSendMsg",
 		ClientIP: "1.2.3.4", OptPlatform: "iOS", Deadline: time.UnixMilli(1764203861123)}
+	reply := string(AppendReply(nil, "_INBOX.x7", r.Deadline, r.RequestID, "9_kq"))
+	if reply != "_INBOX.x7.1764203861123.abc-1.9_kq" {
+		t.Errorf("reply subject %s", reply)
+	}
 	h := r.Header()
-	if h[HeaderDeadline][0] != "1764203861123" || len(h) != 4 {
+	if len(h) != 2 {
 		t.Errorf("header %v", h)
 	}
-	if got := ParseRequest(Subject("prod.timbus", KindDecide, r.SdkAppID, r.Command), h); got != r {
+	if got := ParseRequest(Subject("prod.timbus", KindDecide, r.SdkAppID, r.Command), reply, h); got != r {
 		t.Errorf("round trip: %+v, want %+v", got, r)
 	}
-	bare := Request{RequestID: "x", SdkAppID: "1", Command: "A.B"}.Header()
-	for _, k := range []string{HeaderClientIP, HeaderOptPlatform, HeaderDeadline} {
-		if _, ok := bare[k]; ok {
-			t.Errorf("%s set without a value", k)
+	if bare := (Request{RequestID: "x", SdkAppID: "1", Command: "A.B"}).Header(); len(bare) != 0 {
+		t.Errorf("headers without values: %v", bare)
+	}
+	// An event: no reply subject, the request id in its header.
+	event := ParseRequest("timbus.event.1.A.B", "", map[string][]string{HeaderRequestID: {"ev-1"}})
+	if event.RequestID != "ev-1" || !event.Deadline.IsZero() || event.Command != "A.B" {
+		t.Errorf("event: %+v", event)
+	}
+}
+
+func TestParseReply(t *testing.T) {
+	tests := []struct {
+		reply    string
+		deadline int64
+		id       string
+	}{
+		{"_INBOX.abc.1764203861123.cb87a6f6d2cb-1f.3_x1", 1764203861123, "cb87a6f6d2cb-1f"},
+		{"a.1.b.c", 1, "b"},
+		{"_INBOX.abc.def", 0, ""},                     // nats request's own inbox
+		{"_INBOX.abc", 0, ""},                         // too short
+		{"1764203861123.id.tok", 0, ""},               // no inbox
+		{"_INBOX.soon.id.tok", 0, ""},                 // not a number
+		{"_INBOX.-5.id.tok", 0, ""},                   // before 1970
+		{"_INBOX.+5.id.tok", 0, ""},                   // signed
+		{"_INBOX.0.id.tok", 0, ""},                    // zero
+		{"_INBOX.99999999999999999999.id.tok", 0, ""}, // overflow
+		{"_INBOX.5..tok", 0, ""},                      // empty id
+		{"_INBOX.5.id.", 0, ""},                       // empty token
+	}
+	for _, tt := range tests {
+		deadline, id, ok := ParseReply(tt.reply)
+		if ok != (tt.deadline > 0) || id != tt.id || (ok && deadline.UnixMilli() != tt.deadline) {
+			t.Errorf("ParseReply(%q) = %v, %q, %v", tt.reply, deadline, id, ok)
+		}
+	}
+}
+
+func TestValidToken(t *testing.T) {
+	for s, want := range map[string]bool{"cb87a6f6d2cb-1f": true, "replay-x_1": true, "": false, "a.b": false, "a b": false, "*": false, "a>": false, "a\n": false} {
+		if ValidToken(s) != want {
+			t.Errorf("ValidToken(%q) = %v", s, !want)
 		}
 	}
 }
@@ -56,14 +98,6 @@ func TestParseSubject(t *testing.T) {
 	}
 }
 
-func TestParseDeadline(t *testing.T) {
-	for v, ok := range map[string]bool{"1764203861123": true, "": false, "soon": false, "-5": false, "1.5": false} {
-		if _, got := ParseDeadline(v); got != ok {
-			t.Errorf("ParseDeadline(%q) ok = %v", v, got)
-		}
-	}
-}
-
 func TestValidPrefix(t *testing.T) {
 	for p, ok := range map[string]bool{"timbus": true, "prod.timbus": true, "": false, "a..b": false, "a.*": false, "a.>": false, "a b": false} {
 		if ValidPrefix(p) != ok {
@@ -85,6 +119,27 @@ func FuzzParseSubject(f *testing.F) {
 		prefix := subject[:len(subject)-len(kind)-len(app)-len(command)-3]
 		if prefix == "" || kind == "" || app == "" || Subject(prefix, kind, app, command) != subject {
 			t.Fatalf("ParseSubject(%q) = %q, %q, %q (prefix %q)", subject, kind, app, command, prefix)
+		}
+	})
+}
+
+// FuzzParseReply: what ParseReply accepts, AppendReply writes back the same.
+func FuzzParseReply(f *testing.F) {
+	f.Add("_INBOX.abc.1764203861123.cb87a6f6d2cb-1f.3_x1")
+	f.Add("a.0012.b.c")
+	f.Fuzz(func(t *testing.T, reply string) {
+		deadline, id, ok := ParseReply(reply)
+		if !ok {
+			return
+		}
+		if id == "" || strings.Contains(id, ".") || deadline.UnixMilli() <= 0 {
+			t.Fatalf("ParseReply(%q) = %v, %q", reply, deadline, id)
+		}
+		inbox := reply[:strings.LastIndexByte(reply[:strings.LastIndexByte(reply[:strings.LastIndexByte(reply, '.')], '.')], '.')]
+		token := reply[strings.LastIndexByte(reply, '.')+1:]
+		again := string(AppendReply(nil, inbox, deadline, id, token))
+		if d2, id2, ok2 := ParseReply(again); !ok2 || !d2.Equal(deadline) || id2 != id {
+			t.Fatalf("%q: written back as %q, read as %v %q %v", reply, again, d2, id2, ok2)
 		}
 	})
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/timbus-dev/timbus/bridge"
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 	"github.com/timbus-dev/timbus/internal/natstest"
 	"github.com/timbus-dev/timbus/internal/samples"
 )
@@ -151,11 +152,7 @@ func (e *Env) WaitForDecider(t testing.TB, command string, total time.Duration) 
 		body = b
 	}
 	for {
-		msg := nats.NewMsg(subject)
-		msg.Data = body
-		msg.Header = protocol.Request{RequestID: "wait-for-decider", SdkAppID: SdkAppID, Command: command,
-			Deadline: time.Now().Add(time.Second)}.Header()
-		_, err := e.nc.RequestMsg(msg, 500*time.Millisecond)
+		_, err := ask.RequestBy(e.nc, &nats.Msg{Subject: subject, Data: body}, time.Now().Add(500*time.Millisecond), "wait-for-decider")
 		if err == nil {
 			return
 		}

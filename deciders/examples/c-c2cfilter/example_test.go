@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 	"github.com/timbus-dev/timbus/internal/exampletest"
 	"github.com/timbus-dev/timbus/internal/natstest"
 	"github.com/timbus-dev/timbus/internal/needs"
@@ -172,16 +173,24 @@ func TestC2CFilter_Parallel(t *testing.T) {
 	})
 }
 
-// request builds the NATS request the bridge sends; an empty deadline leaves
-// the header out.
+// request builds the NATS request the bridge sends: the deadline and a request
+// id in the reply subject. An empty deadline makes a reply subject without
+// either, as `nats request` sends; "soon" one whose deadline is malformed.
 func request(subject string, body []byte, deadline string) *nats.Msg {
-	m := nats.NewMsg(subject)
-	m.Data = body
-	m.Header.Set(protocol.HeaderRequestID, "c2c-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	id := "c2c-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	reply := nats.NewInbox()
 	if deadline != "" {
-		m.Header.Set(protocol.HeaderDeadline, deadline)
+		reply += "." + deadline + "." + id + ".r"
 	}
-	return m
+	return &nats.Msg{Subject: subject, Reply: reply, Data: body}
+}
+
+// idOf is the request id the decider reads from m, "-" when there is none.
+func idOf(m *nats.Msg) string {
+	if _, id, ok := protocol.ParseReply(m.Reply); ok {
+		return id
+	}
+	return "-"
 }
 
 func inMs(d time.Duration) string { return strconv.FormatInt(time.Now().Add(d).UnixMilli(), 10) }
@@ -213,14 +222,14 @@ func TestC2CFilter_NATS(t *testing.T) {
 		{name: "truncated", body: sample[:len(sample)/2], deadline: inMs(time.Second), wantError: "bad callback body"},
 		{name: "shape", body: []byte(`{"MsgBody":{}}`), deadline: inMs(time.Second), wantError: "bad callback body: MsgBody is not an array"},
 		{name: "trailing whitespace", body: append(withText(t, "casino"), " \r\n\t"...), deadline: inMs(time.Second), want: deny},
-		{name: "no deadline header", body: sample, want: allow},
+		{name: "no deadline", body: sample, want: allow},
 		{name: "malformed deadline answered", body: sample, deadline: "soon", want: allow},
 		{name: "deadline an hour ahead", body: withText(t, "lottery"), deadline: inMs(time.Hour), want: deny},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := request(subject, tt.body, tt.deadline)
-			rep, err := nc.RequestMsg(req, 2*time.Second)
+			rep, err := ask.Request(nc, req, 2*time.Second)
 			if err != nil {
 				t.Fatalf("request: %v", err)
 			}
@@ -232,18 +241,18 @@ func TestC2CFilter_NATS(t *testing.T) {
 			} else if desc != "" || code != "" || string(rep.Data) != tt.want {
 				t.Fatalf("reply %q (error headers %q %q), want %s", rep.Data, desc, code, tt.want)
 			}
-			waitLog(t, p, "request_id="+req.Header.Get(protocol.HeaderRequestID)+" ")
+			waitLog(t, p, "request_id="+idOf(req)+" ")
 		})
 	}
 
 	for _, late := range []time.Duration{time.Millisecond, time.Hour} {
 		t.Run("deadline passed "+late.String()+" ago", func(t *testing.T) {
 			req := request(subject, withText(t, "casino"), inMs(-late))
-			rep, err := nc.RequestMsg(req, 300*time.Millisecond)
+			rep, err := ask.Request(nc, req, 300*time.Millisecond)
 			if !errors.Is(err, nats.ErrTimeout) {
 				t.Fatalf("got %v, %v; want nats.ErrTimeout", rep, err)
 			}
-			waitLog(t, p, "request_id="+req.Header.Get(protocol.HeaderRequestID)+" app="+exampletest.SdkAppID+" decision=skip")
+			waitLog(t, p, "request_id="+idOf(req)+" app="+exampletest.SdkAppID+" decision=skip")
 		})
 	}
 }
@@ -267,7 +276,7 @@ func waitAnswer(t *testing.T, nc *nats.Conn, subject string, body []byte) *nats.
 	t.Helper()
 	limit := time.Now().Add(15 * time.Second)
 	for {
-		rep, err := nc.RequestMsg(request(subject, body, ""), time.Second)
+		rep, err := ask.Request(nc, request(subject, body, ""), time.Second)
 		if err == nil {
 			return rep
 		}
@@ -387,7 +396,7 @@ func TestC2CFilter_StopsOnSIGTERM(t *testing.T) {
 	if !strings.Contains(out.String(), "stopping on SIGTERM") || !strings.Contains(out.String(), "stopped") {
 		t.Fatalf("no stop lines in:\n%s", &out)
 	}
-	if _, err := nc.RequestMsg(request(subject, exampletest.Sample(t, command), ""), time.Second); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := ask.Request(nc, request(subject, exampletest.Sample(t, command), ""), time.Second); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("request after stop: %v, want nats.ErrNoResponders", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
@@ -104,7 +105,7 @@ func waitReady(t *testing.T, nc *nats.Conn, app string) {
 	t.Helper()
 	limit := time.Now().Add(10 * time.Second)
 	for {
-		_, err := nc.RequestMsg(callback(app, sampleBody(t, "ready"), time.Now().Add(time.Second)), time.Second)
+		_, err := ask.Request(nc, callback(app, sampleBody(t, "ready"), time.Now().Add(time.Second)), time.Second)
 		if err == nil {
 			return
 		}
@@ -115,17 +116,17 @@ func waitReady(t *testing.T, nc *nats.Conn, app string) {
 	}
 }
 
-// callback builds the NATS request the bridge sends for one Tencent callback.
+// callback builds the NATS request the bridge sends for one Tencent callback,
+// the deadline and the request id in the reply subject (with
+// --decide-headers all, so with the client IP and platform headers too).
 func callback(app string, body []byte, deadline time.Time) *nats.Msg {
-	m := nats.NewMsg(protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, app, command))
-	m.Data = body
-	m.Header.Set(protocol.HeaderRequestID, "req-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-	m.Header.Set(protocol.HeaderClientIP, "127.0.0.1")
-	m.Header.Set(protocol.HeaderOptPlatform, "RESTAPI")
-	if !deadline.IsZero() {
-		m.Header.Set(protocol.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
+	id := "req-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	return &nats.Msg{
+		Subject: protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, app, command),
+		Reply:   string(protocol.AppendReply(nil, nats.NewInbox(), deadline, id, "r")),
+		Header:  nats.Header(protocol.Request{ClientIP: "127.0.0.1", OptPlatform: "RESTAPI"}.Header()),
+		Data:    body,
 	}
-	return m
 }
 
 func TestServe_Decides(t *testing.T) {
@@ -134,7 +135,7 @@ func TestServe_Decides(t *testing.T) {
 	tests := []struct {
 		name      string
 		body      []byte
-		header    map[string]string // set after the defaults; "" deletes
+		reply     string // the reply subject's tokens after the inbox; "": a deadline 2s ahead
 		wantReply string
 		wantError bool // micro error headers instead of a verdict
 	}{
@@ -147,10 +148,10 @@ func TestServe_Decides(t *testing.T) {
 			wantReply: `{"ActionStatus":"OK","ErrorCode":120077,"ErrorInfo":"official account name \"  aDmIn\\t\" is reserved"}`},
 		{name: "look-alike allowed", body: sampleBody(t, "admins"), wantReply: allow},
 		{name: "deadline ahead", body: sampleBody(t, "admin"),
-			header:    map[string]string{protocol.HeaderDeadline: strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)},
+			reply:     strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10) + ".req-ahead.r",
 			wantReply: `{"ActionStatus":"OK","ErrorCode":120077,"ErrorInfo":"official account name \"admin\" is reserved"}`},
-		{name: "no deadline header", body: sampleBody(t, "x"), header: map[string]string{protocol.HeaderDeadline: ""}, wantReply: allow},
-		{name: "malformed deadline answered", body: sampleBody(t, "x"), header: map[string]string{protocol.HeaderDeadline: "soon"}, wantReply: allow},
+		{name: "no deadline (nats request's reply subject)", body: sampleBody(t, "x"), reply: "r", wantReply: allow},
+		{name: "malformed deadline answered", body: sampleBody(t, "x"), reply: "soon.req-soon.r", wantReply: allow},
 		{name: "garbage body", body: []byte("<xml/>"), wantError: true},
 		{name: "not an object", body: []byte(`"admin"`), wantError: true},
 		{name: "no name", body: sampleBody(t, nil), wantError: true},
@@ -159,15 +160,11 @@ func TestServe_Decides(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := callback(testApp, tt.body, time.Now().Add(2*time.Second))
-			for k, v := range tt.header {
-				if v == "" {
-					req.Header.Del(k)
-				} else {
-					req.Header.Set(k, v)
-				}
+			if tt.reply != "" {
+				req.Reply = nats.NewInbox() + "." + tt.reply
 			}
-			id := req.Header.Get(protocol.HeaderRequestID)
-			rep, err := nc.RequestMsg(req, 2*time.Second)
+			_, id, _ := protocol.ParseReply(req.Reply)
+			rep, err := ask.Request(nc, req, 2*time.Second)
 			if err != nil {
 				t.Fatalf("request: %v", err)
 			}
@@ -185,7 +182,7 @@ func TestServe_Decides(t *testing.T) {
 			if string(rep.Data) != tt.wantReply {
 				t.Fatalf("reply\n got %s\nwant %s", rep.Data, tt.wantReply)
 			}
-			if !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
+			if id != "" && !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
 				t.Fatalf("no log line for %s in:\n%s", id, logs)
 			}
 		})
@@ -196,15 +193,15 @@ func TestServe_Decides(t *testing.T) {
 // given up on it, and any reply would only be counted as late.
 func TestServe_ExpiredDeadlineNotAnswered(t *testing.T) {
 	nc, logs := startDecider(t, nil)
-	// (Timbus-Deadline 0 counts as malformed, so it is answered:
-	// protocol.ParseDeadline; 1 is the earliest deadline there is.)
+	// (A deadline of 0 counts as malformed, so it is answered:
+	// protocol.ParseReply; 1 is the earliest deadline there is.)
 	for _, deadline := range []time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(-time.Hour), time.UnixMilli(1)} {
 		req := callback(testApp, sampleBody(t, "admin"), deadline)
-		rep, err := nc.RequestMsg(req, 200*time.Millisecond)
+		rep, err := ask.Request(nc, req, 200*time.Millisecond)
 		if !errors.Is(err, nats.ErrTimeout) {
 			t.Fatalf("deadline %v: got %v, %v; want nats.ErrTimeout", deadline, rep, err)
 		}
-		id := req.Header.Get(protocol.HeaderRequestID)
+		_, id, _ := protocol.ParseReply(req.Reply)
 		if !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
 			t.Fatalf("no debug line for %s in:\n%s", id, logs)
 		}
@@ -213,7 +210,7 @@ func TestServe_ExpiredDeadlineNotAnswered(t *testing.T) {
 
 func TestServe_OnlyConfiguredApp(t *testing.T) {
 	nc, _ := startDecider(t, func(c *config) { c.SdkAppID = testApp })
-	_, err := nc.RequestMsg(callback("1400000002", sampleBody(t, "admin"), time.Now().Add(time.Second)), time.Second)
+	_, err := ask.Request(nc, callback("1400000002", sampleBody(t, "admin"), time.Now().Add(time.Second)), time.Second)
 	if !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("request for another app: %v, want nats.ErrNoResponders", err)
 	}
@@ -284,7 +281,7 @@ func TestServe_Stop(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	_, err := nc.RequestMsg(callback(testApp, sampleBody(t, "admin"), time.Time{}), time.Second)
+	_, err := ask.Request(nc, callback(testApp, sampleBody(t, "admin"), time.Time{}), time.Second)
 	if !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("request after stop: %v, want nats.ErrNoResponders", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/ask"
 	"github.com/timbus-dev/timbus/internal/exampletest"
 	"github.com/timbus-dev/timbus/internal/needs"
 )
@@ -215,13 +215,19 @@ func TestGroupFilter_OverHTTP(t *testing.T) {
 	}
 }
 
-// request builds the NATS request the bridge would send, with a deadline.
+// request builds the NATS request the bridge would send: the deadline and
+// the request id in the reply subject; a zero deadline leaves out both, as
+// `nats request` does.
 func request(id string, body []byte, deadline time.Time) *nats.Msg {
-	m := nats.NewMsg(protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, exampletest.SdkAppID, command))
-	m.Data = body
-	m.Header.Set(protocol.HeaderRequestID, id)
-	m.Header.Set(protocol.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
-	return m
+	reply := nats.NewInbox()
+	if !deadline.IsZero() {
+		reply = string(protocol.AppendReply(nil, reply, deadline, id, "r"))
+	}
+	return &nats.Msg{
+		Subject: protocol.Subject(protocol.DefaultSubjectPrefix, protocol.KindDecide, exampletest.SdkAppID, command),
+		Reply:   reply,
+		Data:    body,
+	}
 }
 
 // The bridge hides what the decider put on the wire; these look at it
@@ -246,7 +252,7 @@ func TestGroupFilter_Wire(t *testing.T) {
 		{"not JSON", []byte(`<xml/>`), "bad callback body: not JSON"},
 	} {
 		t.Run("error headers/"+tt.name, func(t *testing.T) {
-			rep, err := nc.RequestMsg(request("wire-err", tt.body, time.Now().Add(testTimeout)), testTimeout)
+			rep, err := ask.Request(nc, request("wire-err", tt.body, time.Now().Add(testTimeout)), testTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,7 +267,7 @@ func TestGroupFilter_Wire(t *testing.T) {
 	}
 
 	t.Run("passed deadline not answered", func(t *testing.T) {
-		_, err := nc.RequestMsg(request("wire-late", exampletest.Sample(t, command), time.Now().Add(-time.Second)), 500*time.Millisecond)
+		_, err := ask.Request(nc, request("wire-late", exampletest.Sample(t, command), time.Now().Add(-time.Second)), 500*time.Millisecond)
 		if !errors.Is(err, nats.ErrTimeout) {
 			t.Fatalf("got %v, want no reply (timeout)", err)
 		}
@@ -270,10 +276,9 @@ func TestGroupFilter_Wire(t *testing.T) {
 		})
 	})
 
-	t.Run("no deadline header answered", func(t *testing.T) {
+	t.Run("no deadline answered", func(t *testing.T) {
 		m := request("wire-nodeadline", exampletest.Sample(t, command), time.Time{})
-		m.Header.Del(protocol.HeaderDeadline)
-		rep, err := nc.RequestMsg(m, testTimeout)
+		rep, err := ask.Request(nc, m, testTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,8 +19,6 @@ import { BadBodyError, decide, parseMsgBody, splitList, wordPattern } from "./fi
 const COMMAND = "Group.CallbackBeforeSendMsg";
 
 // Header names from PROTOCOL.md. NATS header names are case-sensitive.
-const H_REQUEST_ID = "Timbus-Request-Id";
-const H_DEADLINE = "Timbus-Deadline";
 const H_SERVICE_ERROR = "Nats-Service-Error";
 const H_SERVICE_ERROR_CODE = "Nats-Service-Error-Code";
 
@@ -92,21 +90,32 @@ function appOf(subject) {
   return tokens.length >= 5 ? tokens[tokens.length - 3] : undefined;
 }
 
+// replyMeta reads the deadline (Unix milliseconds) and the request id from
+// the reply subject "<inbox>.<deadline>.<request id>.<token>". A reply
+// subject made otherwise (`nats request`'s, say) holds neither: {}.
+function replyMeta(reply) {
+  const t = (reply ?? "").split(".");
+  const n = t.length;
+  if (n < 4 || !/^\d+$/.test(t[n - 3]) || Number(t[n - 3]) <= 0 || !t[n - 2] || !t[n - 1] || !t[n - 4]) {
+    return {};
+  }
+  return { deadline: Number(t[n - 3]), requestId: t[n - 2] };
+}
+
 // handle answers one request. It never throws: a failure to answer is
 // logged, and the bridge then answers Tencent with its default at the
 // deadline.
 function handle(msg, policy) {
-  const h = msg.headers;
-  const fields = { request_id: h?.get(H_REQUEST_ID), sdkappid: appOf(msg.subject) };
+  const meta = replyMeta(msg.reply);
+  const fields = { request_id: meta.requestId, sdkappid: appOf(msg.subject) };
   if (!msg.reply) {
     log("warn", "ignored: not a request (no reply subject)", { ...fields, subject: msg.subject });
     return;
   }
   // Past the deadline the bridge has already answered Tencent; a reply
   // would only be counted as late.
-  const deadline = h?.get(H_DEADLINE) ?? "";
-  if (/^\d+$/.test(deadline) && Date.now() >= Number(deadline)) {
-    log("info", "skipped: deadline passed", { ...fields, deadline_ms: deadline });
+  if (meta.deadline !== undefined && Date.now() >= meta.deadline) {
+    log("info", "skipped: deadline passed", { ...fields, deadline_ms: meta.deadline });
     return;
   }
   let msgBody;
@@ -195,7 +204,7 @@ async function main() {
       try {
         handle(msg, policy);
       } catch (e) {
-        log("error", "cannot answer", { request_id: msg.headers?.get(H_REQUEST_ID), error: e.message });
+        log("error", "cannot answer", { request_id: replyMeta(msg.reply).requestId, error: e.message });
       }
     },
   });

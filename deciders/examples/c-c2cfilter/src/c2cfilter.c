@@ -49,8 +49,6 @@
 #define DENY_INFO "message blocked"
 
 /* Headers of deciders/PROTOCOL.md. */
-#define H_REQUEST_ID "Timbus-Request-Id"
-#define H_DEADLINE "Timbus-Deadline"
 #define H_SERVICE_ERROR "Nats-Service-Error"
 #define H_SERVICE_ERROR_CODE "Nats-Service-Error-Code"
 
@@ -342,30 +340,56 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* header returns a header's first value, or def when it is missing. */
-static const char *header(natsMsg *msg, const char *key, const char *def) {
-    const char *v = NULL;
+/* token_at copies the n-th dot-separated token from the right of s (n = 1
+ * is the last) into buf. NULL when s has fewer tokens, when that token is
+ * empty or does not fit, or when nothing comes before it: subjects and reply
+ * subjects are read from the right because their prefixes may hold dots. */
+static const char *token_at(const char *s, int n, char *buf, size_t size) {
+    const char *start, *end;
+    size_t len;
 
-    if (natsMsgHeader_Get(msg, key, &v) != NATS_OK || v == NULL)
-        return def;
-    return v;
+    if (s == NULL || size == 0)
+        return NULL;
+    end = s + strlen(s);
+    for (int i = 1;; i++) {
+        start = end;
+        while (start > s && start[-1] != '.')
+            start--;
+        if (start == s)
+            return NULL;
+        if (i == n)
+            break;
+        end = start - 1;
+    }
+    len = (size_t)(end - start);
+    if (len == 0 || len >= size)
+        return NULL;
+    memcpy(buf, start, len);
+    buf[len] = '\0';
+    return buf;
 }
 
-/* deadline_passed reads Timbus-Deadline; a missing or malformed value never
- * passes, so the request is answered. */
-static bool deadline_passed(natsMsg *msg, int64_t *late_ms) {
-    const char *v = header(msg, H_DEADLINE, NULL);
+/* reply_meta reads the deadline (Unix milliseconds) and the request id from
+ * a reply subject "<inbox>.<deadline>.<request id>.<token>". false, and
+ * neither, for a reply subject made otherwise (`nats request`'s, say): such a
+ * request is answered, however late. */
+static bool reply_meta(const char *reply, int64_t *deadline_ms, char *id, size_t size) {
+    char num[24];
     char *end = NULL;
     long long ms;
 
-    if (v == NULL || *v < '0' || *v > '9')
+    if (token_at(reply, 1, id, size) == NULL || token_at(reply, 3, num, sizeof num) == NULL)
+        return false;
+    if (num[0] < '0' || num[0] > '9')
         return false;
     errno = 0;
-    ms = strtoll(v, &end, 10);
+    ms = strtoll(num, &end, 10);
     if (errno != 0 || *end != '\0' || ms <= 0)
         return false;
-    *late_ms = now_ms() - (int64_t)ms;
-    return *late_ms >= 0;
+    if (token_at(reply, 2, id, size) == NULL)
+        return false;
+    *deadline_ms = (int64_t)ms;
+    return true;
 }
 
 /* respond publishes data, or the micro error headers when reason is set. */
@@ -385,34 +409,17 @@ static natsStatus respond(natsConnection *nc, const char *reply_to, const char *
     return s;
 }
 
-/* app_of copies the SdkAppid out of a subject
- * "<prefix>.decide.<SdkAppid>.<Family>.<Command>" into buf: the third token
- * from the right, since the prefix may hold dots. "-" when there is none. */
-static const char *app_of(const char *subject, char *buf, size_t size) {
-    const char *dots[3] = {NULL, NULL, NULL};
-    int n = 0;
-    size_t len;
-    if (subject != NULL) {
-        for (const char *p = subject + strlen(subject); p > subject && n < 3;) {
-            if (*--p == '.') dots[n++] = p;
-        }
-    }
-    if (n < 3 || dots[1] - dots[2] < 2 || size == 0) return "-";
-    len = (size_t)(dots[1] - dots[2] - 1);
-    if (len >= size) len = size - 1;
-    memcpy(buf, dots[2] + 1, len);
-    buf[len] = '\0';
-    return buf;
-}
-
 /* on_msg handles one request. The library calls it on the subscription's own
  * thread, one message at a time. */
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
     const struct config *cfg = closure;
-    const char *id = header(msg, H_REQUEST_ID, "-");
-    char app_buf[32];
-    const char *app = app_of(natsMsg_GetSubject(msg), app_buf, sizeof app_buf);
     const char *reply_to = natsMsg_GetReply(msg);
+    char id_buf[64], app_buf[32];
+    int64_t deadline_ms = 0;
+    /* The request id and the deadline ride in the reply subject, the app in
+     * the subject: "<prefix>.decide.<SdkAppid>.<Family>.<Command>". */
+    const char *id = reply_meta(reply_to, &deadline_ms, id_buf, sizeof id_buf) ? id_buf : "-";
+    const char *app = token_at(natsMsg_GetSubject(msg), 3, app_buf, sizeof app_buf);
     const char *data = natsMsg_GetData(msg);
     int len = natsMsg_GetDataLength(msg);
     int64_t late_ms = 0;
@@ -424,7 +431,9 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
         logf_("request_id=%s app=%s decision=skip reason=\"no reply subject\"", id, app);
         goto out;
     }
-    if (deadline_passed(msg, &late_ms)) {
+    if (app == NULL)
+        app = "-";
+    if (deadline_ms > 0 && (late_ms = now_ms() - deadline_ms) >= 0) {
         logf_("request_id=%s app=%s decision=skip reason=\"deadline passed\" late_ms=%" PRId64, id, app, late_ms);
         goto out;
     }
