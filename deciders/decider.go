@@ -97,7 +97,7 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Handler decides one callback. ctx ends at the callback's Timbus-Deadline,
+// Handler decides one callback. ctx ends at the callback's deadline,
 // after which the bridge no longer waits. Returning an error says "I could not
 // decide" rather than "deny": the decider replies with the NATS services
 // error headers (code 500, or the Code of an Error in err's chain), and the
@@ -391,8 +391,8 @@ func (d *Decider) serve(ep *endpoint, req micro.Request) {
 	d.report(res)
 }
 
-// callback reads a request: the app and command from its subject, the rest
-// from its headers.
+// callback reads a request: the app and command from its subject, the
+// deadline and request id from its reply subject, the rest from its headers.
 func (d *Decider) callback(req micro.Request) *Callback {
 	h := nats.Header(req.Headers())
 	return &Callback{Request: protocol.ParseRequest(req.Subject(), req.Reply(), h), Header: h, Body: req.Data()}

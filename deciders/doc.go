@@ -24,7 +24,7 @@
 //
 // For each callback the SDK:
 //
-//   - drops it unanswered if its Timbus-Deadline has passed (the bridge has
+//   - drops it unanswered if its deadline has passed (the bridge has
 //     answered Tencent already), and otherwise calls the handler with a
 //     context that ends at that deadline;
 //   - checks the handler's Verdict against the command's rules (codes and

@@ -8,7 +8,7 @@
 // group so that copies share the load, check and send Tencent's reply JSON,
 // report the decider's own failures with the micro error headers (the bridge
 // then answers the command's default verdict instead of a deny), and skip
-// work whose Timbus-Deadline has passed. What is left here is the policy, the
+// work whose deadline has passed. What is left here is the policy, the
 // flags and the connection.
 //
 // Usage:
