@@ -46,6 +46,9 @@ type auditor struct {
 	// record nobody subscribes to is not encoded or sent. Only the embedded
 	// server can answer it; JetStream streams count as subscribers.
 	interest func(subject string) bool
+	// hearing, when set, learns the same from a server timbus does not
+	// embed, by probing (see hearing).
+	hearing *hearing
 
 	published atomic.Uint64
 	dropped   atomic.Uint64
@@ -242,11 +245,16 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 // records behind it wait in the queue; past the queue the
 // newest are dropped and counted, as with the audit stream. At shutdown a
 // held record is given up once the shutdown's deadline has passed.
-func (a *auditor) publishCore(subject string, data []byte) {
+func (a *auditor) publishCore(subject, reply string, data []byte) {
 	wait := auditRetryFirst
 	var timer *time.Timer
 	for {
-		err := a.nc.Publish(subject, data)
+		var err error
+		if reply == "" {
+			err = a.nc.Publish(subject, data)
+		} else {
+			err = a.nc.PublishRequest(subject, reply, data)
+		}
 		switch {
 		case err == nil:
 			a.donePublished()
@@ -376,8 +384,18 @@ func (a *auditor) run() {
 			}
 			a.publishStream(e.subject, id, e.encode(nil, a.recordLimit()))
 		} else {
+			reply := ""
+			if a.hearing != nil && e.route != nil && !e.route.transient {
+				var send bool
+				if send, reply = a.hearing.check(&e.route.heard, time.Now()); !send {
+					a.unheard.Add(1)
+					a.pending.Add(-1)
+					a.release(e)
+					return
+				}
+			}
 			out = e.encode(out[:0], a.recordLimit())
-			a.publishCore(e.subject, out)
+			a.publishCore(e.subject, reply, out)
 		}
 		a.release(e)
 	}

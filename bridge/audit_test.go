@@ -153,3 +153,53 @@ func TestBridge_AuditInterest(t *testing.T) {
 		t.Errorf("unheard = %d after a subscriber came", b.audit.unheard.Load())
 	}
 }
+
+// TestBridge_AuditHearing: with a server timbus does not embed, records
+// nobody subscribes to stop going out once a probe comes back unheard, and a
+// subscriber that arrives gets records again within a probe interval.
+func TestBridge_AuditHearing(t *testing.T) {
+	tb := startBridge(t, nil)
+	url := tb.callbackURL("Group.CallbackAfterNewMemberJoin")
+	body := sample(t, "Group.CallbackAfterNewMemberJoin")
+	post(t, url, body) // the first record is a probe, and nobody hears it
+	waitFor(t, 2*time.Second, func() error {
+		post(t, url, body)
+		if tb.audit.unheard.Load() == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	sentBefore, start := tb.audit.published.Load(), time.Now()
+	for range 5 {
+		post(t, url, body)
+	}
+	// At most the probes of the time taken go out.
+	if sent, probes := tb.audit.published.Load()-sentBefore, 1+uint64(time.Since(start)/auditProbeEvery); sent > probes {
+		t.Errorf("%d records sent to nobody after the probe came back unheard (%d probes)", sent, probes)
+	}
+
+	records := subscribe(t, tb.nc, "timbus.audit."+testApp+".Group.>")
+	waitFor(t, 3*auditProbeEvery, func() error {
+		post(t, url, body)
+		if len(records.all()) == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	// Heard again: every record goes out, probes with a reply subject that
+	// nobody answers.
+	n := len(records.all())
+	for range 5 {
+		post(t, url, body)
+	}
+	waitFor(t, 2*time.Second, func() error {
+		if len(records.all()) < n+5 {
+			return errNotYet
+		}
+		return nil
+	})
+	var rec map[string]any
+	if err := json.Unmarshal(records.all()[0].Data, &rec); err != nil || rec["command"] != "Group.CallbackAfterNewMemberJoin" {
+		t.Errorf("record %s: %v", records.all()[0].Data, err)
+	}
+}

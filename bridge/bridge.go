@@ -224,6 +224,10 @@ func (b *Bridge) Start(ctx context.Context) (err error) {
 			}
 		}
 		b.audit.interest = acc.SubscriptionInterest
+	} else if b.cfg.AuditStream.Name == "" {
+		if b.audit.hearing, err = newHearing(nc); err != nil {
+			return fmt.Errorf("%w: audit probe subscription: %w", ErrNATS, err)
+		}
 	}
 	b.mux, err = newReplyMux(b.group, nc)
 	if err != nil {

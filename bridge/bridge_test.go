@@ -448,6 +448,9 @@ func connect(t *testing.T, tb *testBridge) *nats.Conn {
 func TestBridge_NATSDown(t *testing.T) {
 	tb := startBridge(t, func(c *Config) { c.Default = Deny })
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
+	// An auditor listens, so records are worth holding through the outage
+	// (records nobody hears are counted unheard instead: hearing).
+	subscribe(t, tb.nc, "timbus.audit.>")
 	if got := post(t, tb.callbackURL(oaCreate), sample(t, oaCreate)); got.body != oaCreateDeny {
 		t.Fatalf("before the outage: %s", got.body)
 	}

@@ -102,7 +102,7 @@ func newMetrics(b *Bridge) *metrics {
 		counter("timbus_audit_failed_total", "Audit records NATS or the stream refused for good, or still held at shutdown.", func() float64 {
 			return auditCount(b, func(a *auditor) uint64 { return a.failed.Load() })
 		}),
-		counter("timbus_audit_unheard_total", "Audit records not sent because nobody subscribed to them (embedded NATS only).", func() float64 {
+		counter("timbus_audit_unheard_total", "Audit records not sent because nobody subscribed to them (known exactly with embedded NATS; with an external server, from a probe per command each second).", func() float64 {
 			return auditCount(b, func(a *auditor) uint64 { return a.unheard.Load() })
 		}),
 		gauge("timbus_connections", "Callback connections open now, against max-conns.", func() float64 {

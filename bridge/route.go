@@ -36,6 +36,11 @@ type route struct {
 
 	metrics routeMetrics
 	breaker *breaker // nil unless the breaker is on
+	// heard is whether anyone subscribes to audit, on a server timbus does
+	// not embed; transient routes (built per callback past maxUnlisted)
+	// keep no such state and always send their records.
+	heard     heard
+	transient bool
 }
 
 // fallbackResult is the answer with the route's default verdict.
@@ -175,6 +180,7 @@ func (a *appRoutes) lookup(name []byte) *route {
 	cmd := catalog.Unlisted(key)
 	r := a.build(App{ID: a.id, Default: a.appDefault()}, cmd)
 	if a.unlistedCount.Load() >= maxUnlisted {
+		r.transient = true
 		return r
 	}
 	if _, loaded := a.unlisted.LoadOrStore(key, r); !loaded {
