@@ -146,8 +146,19 @@ func errorHeaders(m *nats.Msg) (code, desc string) {
 	return m.Header.Get(micro.ErrorCodeHeader), m.Header.Get(micro.ErrorHeader)
 }
 
-func TestDecider_Replies(t *testing.T) {
+// TestDecider_UnnamedReplies: by default a verdict goes out bare, without
+// headers, which cost the decider and timbus on every callback.
+func TestDecider_UnnamedReplies(t *testing.T) {
 	e := newEnv(t, nil)
+	e.handle(createOA, func(context.Context, *deciders.Callback) (deciders.Verdict, error) { return deciders.Allow(), nil })
+	rep := e.ask(request(testApp, createOA, sample(t, createOA), soon()))
+	if string(rep.Data) != allowReply || len(rep.Header) != 0 {
+		t.Fatalf("reply %s with headers %v, want %s bare", rep.Data, rep.Header, allowReply)
+	}
+}
+
+func TestDecider_Replies(t *testing.T) {
+	e := newEnv(t, func(c *deciders.Config) { c.NameReplies = true })
 	var (
 		mu   sync.Mutex
 		next deciders.Handler

@@ -173,6 +173,11 @@ const (
 // breaks. A command timbus does not know is checked for shape only, as the
 // bridge does.
 func (v Verdict) Reply(command string) ([]byte, error) {
+	return v.appendReply(nil, command)
+}
+
+// appendReply is Reply, appending to dst where the verdict is plain.
+func (v Verdict) appendReply(dst []byte, command string) ([]byte, error) {
 	cmd, ok := catalog.Lookup(command)
 	if !ok {
 		cmd = catalog.Unlisted(command)
@@ -180,10 +185,9 @@ func (v Verdict) Reply(command string) ([]byte, error) {
 	if v.set == 0 && v.info == "" && cmd.PerUser == "" && cmd.ValidCode(v.code) {
 		// Allow, Deny, Drop and bare codes, the most common verdicts: the
 		// reply is known valid without encoding and parsing it back.
-		b := make([]byte, 0, len(plainReplyHead)+len(plainReplyTail)+6)
-		b = append(b, plainReplyHead...)
-		b = strconv.AppendInt(b, int64(v.code), 10)
-		return append(b, plainReplyTail...), nil
+		dst = append(dst, plainReplyHead...)
+		dst = strconv.AppendInt(dst, int64(v.code), 10)
+		return append(dst, plainReplyTail...), nil
 	}
 	b, err := v.MarshalJSON()
 	if err != nil {

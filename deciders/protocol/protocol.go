@@ -66,23 +66,27 @@ func Subject(prefix, kind, sdkAppID, command string) string {
 // prefix may hold dots, so the parts are read from the right. ok is false
 // when the subject has too few tokens to be one.
 func ParseSubject(subject string) (kind, sdkAppID, command string, ok bool) {
-	var tokens [4]string // kind, SdkAppid, command family, command name
-	prefix := subject
-	for i := len(tokens) - 1; i >= 0; i-- {
-		dot := strings.LastIndexByte(prefix, '.')
-		if dot < 0 {
-			return "", "", "", false
-		}
-		tokens[i], prefix = prefix[dot+1:], prefix[:dot]
-		if tokens[i] == "" {
-			return "", "", "", false
-		}
-	}
-	if prefix == "" || prefix[len(prefix)-1] == '.' {
+	// dots[0] is the last dot, dots[3] the fourth from the right.
+	var dots [4]int
+	if !lastDots(subject, dots[:]) || dots[3] == 0 || subject[dots[3]-1] == '.' {
 		return "", "", "", false
 	}
-	command = subject[len(subject)-len(tokens[2])-1-len(tokens[3]):]
-	return tokens[0], tokens[1], command, true
+	return subject[dots[3]+1 : dots[2]], subject[dots[2]+1 : dots[1]], subject[dots[1]+1:], true
+}
+
+// lastDots fills dots with the positions of the last len(dots) dots of s,
+// rightmost first. It reports false when s has fewer, or when a token
+// between them, or after the last, is empty.
+func lastDots(s string, dots []int) bool {
+	end := len(s)
+	for n := range dots {
+		i := strings.LastIndexByte(s[:end], '.')
+		if i < 0 || i+1 == end {
+			return false
+		}
+		dots[n], end = i, i
+	}
+	return true
 }
 
 // AppendReply appends the reply subject of a decide request to dst:
@@ -107,23 +111,28 @@ func AppendReply(dst []byte, inbox string, deadline time.Time, requestID, token 
 // for a reply subject made otherwise (`nats request`'s, say): such a request
 // has no deadline and no request id.
 func ParseReply(reply string) (deadline time.Time, requestID string, ok bool) {
-	var tokens [3]string // deadline, request id, token
-	rest := reply
-	for i := len(tokens) - 1; i >= 0; i-- {
-		dot := strings.LastIndexByte(rest, '.')
-		if dot < 0 {
+	// dots[0] is the last dot: before it the request id, before that the
+	// deadline, before that the inbox.
+	var dots [3]int
+	if !lastDots(reply, dots[:]) || dots[2] == 0 {
+		return time.Time{}, "", false
+	}
+	digits := reply[dots[2]+1 : dots[1]]
+	if len(digits) > 18 { // beyond any millisecond time, and int64's reach
+		return time.Time{}, "", false
+	}
+	var ms int64
+	for i := 0; i < len(digits); i++ {
+		c := digits[i]
+		if c < '0' || c > '9' {
 			return time.Time{}, "", false
 		}
-		tokens[i], rest = rest[dot+1:], rest[:dot]
+		ms = ms*10 + int64(c-'0')
 	}
-	if rest == "" || tokens[1] == "" || tokens[2] == "" {
+	if ms <= 0 {
 		return time.Time{}, "", false
 	}
-	ms, err := strconv.ParseInt(tokens[0], 10, 64)
-	if err != nil || ms <= 0 || tokens[0][0] == '+' {
-		return time.Time{}, "", false
-	}
-	return time.UnixMilli(ms), tokens[1], true
+	return time.UnixMilli(ms), reply[dots[1]+1 : dots[0]], true
 }
 
 // ValidToken reports whether s can be one token of a subject: not empty,
