@@ -66,8 +66,12 @@ type auditor struct {
 }
 
 // done* end a queued record's life, counted.
-func (a *auditor) donePublished() { a.published.Add(1); a.pending.Add(-1) }
-func (a *auditor) doneFailed()    { a.failed.Add(1); a.pending.Add(-1) }
+func (a *auditor) donePublished() { a.donePublishedN(1) }
+func (a *auditor) doneFailed()    { a.doneFailedN(1) }
+
+func (a *auditor) donePublishedN(n int) { a.published.Add(uint64(n)); a.pending.Add(-int64(n)) }
+func (a *auditor) doneFailedN(n int)    { a.failed.Add(uint64(n)); a.pending.Add(-int64(n)) }
+func (a *auditor) doneUnheardN(n int)   { a.unheard.Add(uint64(n)); a.pending.Add(-int64(n)) }
 
 // auditEntry holds one record until it is published. Request-scoped bytes
 // (id, client address, platform, body) are copied into buf, the one copy of
@@ -245,7 +249,7 @@ func (a *auditor) storeAgain(msg *nats.Msg, err error) {
 // records behind it wait in the queue; past the queue the
 // newest are dropped and counted, as with the audit stream. At shutdown a
 // held record is given up once the shutdown's deadline has passed.
-func (a *auditor) publishCore(subject, reply string, data []byte) {
+func (a *auditor) publishCore(subject, reply string, data []byte, records int) {
 	wait := auditRetryFirst
 	var timer *time.Timer
 	for {
@@ -257,10 +261,10 @@ func (a *auditor) publishCore(subject, reply string, data []byte) {
 		}
 		switch {
 		case err == nil:
-			a.donePublished()
+			a.donePublishedN(records)
 			return
 		case !errors.Is(err, nats.ErrReconnectBufExceeded):
-			a.doneFailed()
+			a.doneFailedN(records)
 			a.log.Warn().Err(err).Str("subject", subject).Msg("audit record not published")
 			return
 		}
@@ -275,7 +279,7 @@ func (a *auditor) publishCore(subject, reply string, data []byte) {
 		}
 		select {
 		case <-a.abandon:
-			a.doneFailed()
+			a.doneFailedN(records)
 			return
 		case <-a.connected:
 		case <-timer.C:
@@ -375,45 +379,129 @@ func (a *auditor) run() {
 		close(a.done)
 	}()
 	var out []byte
-	publish := func(e *auditEntry) {
-		if a.js != nil {
-			// The stream keeps the message until acknowledged: no buffer reuse.
-			id := string(e.get(e.id))
-			if e.late {
-				id += "-late"
-			}
-			a.publishStream(e.subject, id, e.encode(nil, a.recordLimit()))
-		} else {
-			reply := ""
-			if a.hearing != nil && e.route != nil && !e.route.transient {
-				var send bool
-				if send, reply = a.hearing.check(&e.route.heard, time.Now()); !send {
-					a.unheard.Add(1)
-					a.pending.Add(-1)
-					a.release(e)
-					return
-				}
-			}
-			out = e.encode(out[:0], a.recordLimit())
-			a.publishCore(e.subject, reply, out)
-		}
-		a.release(e)
-	}
+	batch := make([]*auditEntry, 0, auditBatchMax)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case e := <-a.entries:
-			publish(e)
+			if len(a.entries) < auditBatchMax-1 {
+				// Let the records of the next moment queue up, unwatched:
+				// a callback's send wakes nobody, and they go out together.
+				linger.Reset(auditLinger)
+				select {
+				case <-linger.C:
+				case <-a.quit:
+					linger.Stop()
+				}
+			}
+			out = a.publish(a.take(append(batch[:0], e)), out)
 		case <-a.quit:
 			for {
 				select {
 				case e := <-a.entries:
-					publish(e)
+					out = a.publish(a.take(append(batch[:0], e)), out)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// Records go out in batches: under load, the records queued at once for one
+// subject share a NATS message, so that NATS and every audit subscriber handle
+// one message for many callbacks. A batch is an RFC 7464 JSON text sequence
+// (each record preceded by RS, 0x1E, and followed by a line feed: a record's
+// body may hold line feeds, never RS); a record sent alone, as a quiet
+// bridge sends each, is plain JSON (protocol.EachRecord reads both).
+const (
+	auditLinger     = time.Millisecond // how long a record waits for others to share its message
+	auditBatchMax   = 128              // records per message
+	auditBatchBytes = 64 << 10         // bytes per message, unless one record is larger
+)
+
+// sequenceOrRecord is the message for n records encoded as a JSON text
+// sequence in seq: the sequence, or the record alone as plain JSON.
+func sequenceOrRecord(seq []byte, n int) []byte {
+	if n == 1 {
+		return seq[1 : len(seq)-1]
+	}
+	return seq
+}
+
+// take adds to batch the records queued behind its first, up to
+// auditBatchMax, without waiting for more.
+func (a *auditor) take(batch []*auditEntry) []*auditEntry {
+	for len(batch) < auditBatchMax {
+		select {
+		case e := <-a.entries:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// publish sends a batch of records and releases them; out is the buffer
+// messages are encoded in, returned for reuse.
+func (a *auditor) publish(batch []*auditEntry, out []byte) []byte {
+	if a.js != nil {
+		// One record per stream message, as its Nats-Msg-Id names one. The
+		// stream keeps the message until acknowledged: no buffer reuse.
+		for _, e := range batch {
+			id := string(e.get(e.id))
+			if e.late {
+				id += "-late"
+			}
+			a.publishStream(e.subject, id, e.encode(nil, a.recordLimit()))
+			a.release(e)
+		}
+		return out
+	}
+	limit := a.recordLimit()
+	size := min(limit, auditBatchBytes)
+	for len(batch) > 0 {
+		// The run of records for the first one's subject.
+		subject, run := batch[0].subject, 1
+		for run < len(batch) && batch[run].subject == subject {
+			run++
+		}
+		records := batch[:run]
+		batch = batch[run:]
+		reply := ""
+		if r := records[0].route; a.hearing != nil && r != nil && !r.transient {
+			var send bool
+			if send, reply = a.hearing.check(&r.heard, time.Now()); !send {
+				a.doneUnheardN(len(records))
+				for _, e := range records {
+					a.release(e)
+				}
+				continue
+			}
+		}
+		out = out[:0]
+		n := 0
+		for _, e := range records {
+			start := len(out)
+			out = append(out, protocol.RecordSeparator)
+			out = e.encode(out, limit-2)
+			out = append(out, '\n')
+			a.release(e)
+			if n > 0 && len(out) > size {
+				// Full: send what came before, and start the next
+				// message with this record.
+				a.publishCore(subject, reply, sequenceOrRecord(out[:start], n), n)
+				reply = ""
+				out = out[:copy(out, out[start:])]
+				n = 0
+			}
+			n++
+		}
+		a.publishCore(subject, reply, sequenceOrRecord(out, n), n)
+	}
+	return out
 }
 
 // defaultMaxPayload is NATS's default max_payload, assumed for records

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
 // TestBridge_Audit: every callback, whatever became of it, gives one record
@@ -201,5 +202,78 @@ func TestBridge_AuditHearing(t *testing.T) {
 	var rec map[string]any
 	if err := json.Unmarshal(records.all()[0].Data, &rec); err != nil || rec["command"] != "Group.CallbackAfterNewMemberJoin" {
 		t.Errorf("record %s: %v", records.all()[0].Data, err)
+	}
+}
+
+// TestAuditor_Batches: records queued together for one subject share a
+// message, as an RFC 7464 sequence; a record alone is plain JSON; a message
+// stays within auditBatchBytes unless one record is larger.
+func TestAuditor_Batches(t *testing.T) {
+	ns := natstest.Run(t)
+	nc := natstest.Connect(t, ns)
+	raw, err := nc.SubscribeSync("timbus.audit.>") // batches as they come
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	a := &auditor{nc: nc}
+	a.pool.New = func() any { return &auditEntry{buf: make([]byte, 0, 2048)} }
+	entry := func(subject, id string, body []byte) *auditEntry {
+		e := a.pool.Get().(*auditEntry)
+		e.reset()
+		e.subject, e.outcome, e.app, e.command = subject, "decided", "1", "A.B"
+		e.id, e.body = e.keep([]byte(id)), e.keep(body)
+		return e
+	}
+	const ab, cd = "timbus.audit.1.A.B", "timbus.audit.1.C.D"
+	pretty := []byte("{\n  \"x\": 1\n}") // Tencent's bodies may hold line feeds
+	big := []byte(`{"x":"` + strings.Repeat("y", 25<<10) + `"}`)
+	batch := []*auditEntry{
+		entry(ab, "r1", pretty), entry(ab, "r2", pretty), entry(ab, "r3", pretty),
+		entry(cd, "r4", pretty), entry(ab, "r5", pretty),
+		entry(ab, "r6", big), entry(ab, "r7", big), entry(ab, "r8", big),
+	}
+	a.pending.Add(int64(len(batch)))
+	a.publish(batch, nil)
+	type message struct {
+		subject string
+		ids     []string
+		seq     bool
+	}
+	want := []message{
+		{ab, []string{"r1", "r2", "r3"}, true}, {cd, []string{"r4"}, false},
+		{ab, []string{"r5", "r6", "r7"}, true}, {ab, []string{"r8"}, false}, // 25 KiB bodies: r8 would pass 64 KiB
+	}
+	var msgs []*nats.Msg
+	for range want {
+		m, err := raw.NextMsg(2 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(msgs), err)
+		}
+		msgs = append(msgs, m)
+	}
+	if m, err := raw.NextMsg(50 * time.Millisecond); err == nil {
+		t.Errorf("one more message: %q", m.Data)
+	}
+	for i, m := range msgs {
+		got := message{subject: m.Subject, seq: m.Data[0] == protocol.RecordSeparator}
+		protocol.EachRecord(m.Data, func(record []byte) bool {
+			var r protocol.AuditRecord
+			if err := json.Unmarshal(record, &r); err != nil {
+				t.Errorf("message %d: record %q: %v", i, record, err)
+			}
+			got.ids = append(got.ids, r.RequestID)
+			return true
+		})
+		if i >= len(want) || fmt.Sprint(got) != fmt.Sprint(want[i]) {
+			t.Errorf("message %d: %v (%d bytes)", i, got, len(m.Data))
+		} else if len(got.ids) > 1 && len(m.Data) > auditBatchBytes {
+			t.Errorf("message %d: %d bytes, over %d", i, len(m.Data), auditBatchBytes)
+		}
+	}
+	if a.published.Load() != uint64(len(batch)) || a.pending.Load() != 0 {
+		t.Errorf("published %d, pending %d; want %d, 0", a.published.Load(), a.pending.Load(), len(batch))
 	}
 }

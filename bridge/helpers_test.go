@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/timbus-dev/timbus/deciders/protocol"
 	"github.com/timbus-dev/timbus/internal/natstest"
 	"github.com/timbus-dev/timbus/internal/samples"
 )
@@ -131,13 +132,26 @@ type capture struct {
 	msgs []*nats.Msg
 }
 
+// subscribe captures the messages on subject; a batch of audit records
+// counts as one message per record.
 func subscribe(t *testing.T, nc *nats.Conn, subject string) *capture {
 	t.Helper()
 	c := &capture{}
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		c.mu.Lock()
-		c.msgs = append(c.msgs, m)
-		c.mu.Unlock()
+		defer c.mu.Unlock()
+		if len(m.Data) == 0 || m.Data[0] != protocol.RecordSeparator {
+			c.msgs = append(c.msgs, m)
+			return
+		}
+		// A batch of audit records: one message per record, as the
+		// tests read them (TestAuditor_Batches checks batches).
+		protocol.EachRecord(m.Data, func(record []byte) bool {
+			one := *m
+			one.Data = record
+			c.msgs = append(c.msgs, &one)
+			return true
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
 // The audit subscriber of timbus-embedded-audit. timbus publishes one audit
@@ -62,7 +63,12 @@ func runAuditSink(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer nc.Close()
 	var received atomic.Int64
-	sub, err := nc.Subscribe(*subject, func(*nats.Msg) { received.Add(1) })
+	// A message holds one record or a batch of them.
+	sub, err := nc.Subscribe(*subject, func(m *nats.Msg) {
+		n := int64(0)
+		protocol.EachRecord(m.Data, func([]byte) bool { n++; return true })
+		received.Add(n)
+	})
 	if err != nil {
 		fmt.Fprintln(stderr, "audit-sink:", err)
 		return exitFailure

@@ -476,7 +476,7 @@ func (s *streamSource) read(ctx context.Context, subjects []string, since time.T
 		if !follow && md.Sequence.Stream > last {
 			return nil // stored after we started: not part of this read
 		}
-		more, err := each(msg.Data())
+		more, err := eachRecord(msg.Data(), each)
 		if err != nil || !more {
 			return err
 		}
@@ -484,6 +484,17 @@ func (s *streamSource) read(ctx context.Context, subjects []string, since time.T
 			return nil
 		}
 	}
+}
+
+// eachRecord hands each record of an audit message to each: a message holds
+// one, or a batch (protocol.EachRecord).
+func eachRecord(data []byte, each func([]byte) (bool, error)) (more bool, err error) {
+	more = true
+	protocol.EachRecord(data, func(record []byte) bool {
+		more, err = each(record)
+		return more && err == nil
+	})
+	return more, err
 }
 
 // liveBuffer bounds the records waiting to be printed in the live view;
@@ -513,7 +524,7 @@ func readLive(ctx context.Context, nc *nats.Conn, subjects []string, each func([
 		case <-closed:
 			return fmt.Errorf("connection to NATS closed: %v", nc.LastError())
 		case m := <-ch:
-			more, err := each(m.Data)
+			more, err := eachRecord(m.Data, each)
 			if err != nil || !more {
 				return err
 			}

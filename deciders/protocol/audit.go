@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 )
@@ -12,6 +13,38 @@ const AuditVersion = 1
 // RejectedToken is the subject token that replaces the SdkAppid on audit
 // records of refused requests: <prefix>.audit.rejected.<reason>.
 const RejectedToken = "rejected"
+
+// RecordSeparator starts each record of an audit message that holds several
+// (RFC 7464's RS).
+const RecordSeparator = 0x1e
+
+// EachRecord calls fn with each audit record of a NATS message, in order,
+// until fn returns false. A message holds one record, as a JSON object; or,
+// when it starts with RecordSeparator, several records of its subject as an
+// RFC 7464 JSON text sequence: each preceded by RS and followed by a line
+// feed. (A record may hold line feeds, in the body Tencent sent; never RS,
+// which JSON does not allow outside strings nor unescaped inside them.)
+func EachRecord(data []byte, fn func(record []byte) bool) {
+	if len(data) == 0 || data[0] != RecordSeparator {
+		if len(data) > 0 {
+			fn(data)
+		}
+		return
+	}
+	for len(data) > 0 {
+		data = data[1:] // the RS
+		record := data
+		if i := bytes.IndexByte(data, RecordSeparator); i >= 0 {
+			record, data = data[:i], data[i:]
+		} else {
+			data = nil
+		}
+		record = bytes.TrimRight(record, "\n")
+		if len(record) > 0 && !fn(record) {
+			return
+		}
+	}
+}
 
 // HeaderDecider is an optional reply header naming the decider that answered
 // ("name/version/instance"); timbus copies it into the audit record.

@@ -155,3 +155,36 @@ func BenchmarkParseRequest(b *testing.B) {
 		sinkRequest = ParseRequest(subject, reply, nil)
 	}
 }
+
+func TestEachRecord(t *testing.T) {
+	seq := func(records ...string) string {
+		var b strings.Builder
+		for _, r := range records {
+			b.WriteString("\x1e" + r + "\n")
+		}
+		return b.String()
+	}
+	tests := []struct {
+		message string
+		want    []string
+	}{
+		{`{"a":1}`, []string{`{"a":1}`}},
+		{"{\n \"a\": 1\n}", []string{"{\n \"a\": 1\n}"}}, // one record holding line feeds
+		{seq(`{"a":1}`, "{\"b\":\n2}\n", `{"c":3}`), []string{`{"a":1}`, "{\"b\":\n2}", `{"c":3}`}},
+		{seq(`{"a":1}`), []string{`{"a":1}`}},
+		{"", nil},
+		{"\x1e\n\x1e{}\n", []string{"{}"}},
+	}
+	for _, tt := range tests {
+		var got []string
+		EachRecord([]byte(tt.message), func(r []byte) bool { got = append(got, string(r)); return true })
+		if strings.Join(got, "|") != strings.Join(tt.want, "|") || len(got) != len(tt.want) {
+			t.Errorf("EachRecord(%q) = %q, want %q", tt.message, got, tt.want)
+		}
+	}
+	n := 0
+	EachRecord([]byte(seq("{}", "{}", "{}")), func([]byte) bool { n++; return n < 2 })
+	if n != 2 {
+		t.Errorf("EachRecord went on after fn returned false: %d calls", n)
+	}
+}
