@@ -29,8 +29,9 @@
 //     context that ends at that deadline;
 //   - checks the handler's Verdict against the command's rules (codes and
 //     extra reply fields, from package deciders/catalog) and replies with Tencent's
-//     reply JSON, naming itself in the Timbus-Decider header
-//     ("<name>/<version>/<instance>") for the bridge's audit records;
+//     reply JSON, bare, or with Config.NameReplies naming itself in the
+//     Timbus-Decider header ("<name>/<version>/<instance>") for the bridge's
+//     audit records;
 //   - turns a handler error, a panic or a verdict the command does not accept
 //     into the NATS services error headers, so that the bridge answers its
 //     default verdict and logs the outcome decider_error with the reason;
