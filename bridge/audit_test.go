@@ -277,3 +277,58 @@ func TestAuditor_Batches(t *testing.T) {
 		t.Errorf("published %d, pending %d; want %d, 0", a.published.Load(), a.pending.Load(), len(batch))
 	}
 }
+
+// TestHearing_ForgedNoResponders: a "no responders" for a probe that is not
+// outstanding, or with the wrong key, silences nothing.
+func TestHearing_ForgedNoResponders(t *testing.T) {
+	ns := natstest.Run(t)
+	nc := natstest.Connect(t, ns)
+	h, err := newHearing(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.sub.Unsubscribe()
+	var r heard
+	send, reply := h.check(&r, time.Now())
+	if !send || reply == "" {
+		t.Fatalf("first check: %v %q, want a probe", send, reply)
+	}
+	forge := func(subject string) {
+		m := nats.NewMsg(subject)
+		m.Header.Set("Status", "503")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, _, _ := strings.Cut(reply[strings.LastIndexByte(reply, '.')+1:], "_")
+	forge(h.inbox + "." + id + "_1") // the right probe, a guessed key
+	forge(h.inbox + "." + id)        // no key
+	forge(h.inbox + ".zz_" + "1")    // no such probe
+	// A fourth message, handled after the three (one subscription handles
+	// its messages in order): once it is delivered, they are done.
+	if err := nc.Publish(h.inbox+".sentinel", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, func() error {
+		if n, _ := h.sub.Delivered(); n < 4 {
+			return errNotYet
+		}
+		return nil
+	})
+	if r.quiet.Load() {
+		t.Fatal("a forged no-responders silenced the probe")
+	}
+	forge(reply) // as the server would answer
+	waitFor(t, time.Second, func() error {
+		if !r.quiet.Load() {
+			return errNotYet
+		}
+		return nil
+	})
+	if send, _ := h.check(&r, time.Now()); send {
+		t.Error("a record went out after the probe came back unheard")
+	}
+}

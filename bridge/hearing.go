@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +28,7 @@ const auditProbeEvery = time.Second
 // server answers the same question exactly (Account.SubscriptionInterest);
 // an audit stream always hears, so neither needs this.
 type hearing struct {
-	inbox string // probe reply subjects: inbox + "." + probe id
+	inbox string // probe reply subjects: inbox + "." + probe id + "_" + key
 	sub   *nats.Subscription
 
 	mu     sync.Mutex
@@ -41,7 +42,11 @@ type hearing struct {
 type heard struct {
 	nextProbe time.Time
 	probe     uint64 // the outstanding probe's id, 0 when none
-	quiet     atomic.Bool
+	// key is random, so that nobody who saw a probe's reply subject (every
+	// audit subscriber does) can silence another probe with a forged
+	// "no responders".
+	key   uint64
+	quiet atomic.Bool
 }
 
 func newHearing(nc *nats.Conn) (*hearing, error) {
@@ -65,11 +70,11 @@ func (h *hearing) check(r *heard, now time.Time) (send bool, reply string) {
 	// An earlier probe that got no "no responders" was heard: forget it.
 	delete(h.probes, r.probe)
 	h.next++
-	r.probe = h.next
+	r.probe, r.key = h.next, rand.Uint64()
 	h.probes[r.probe] = r
 	h.mu.Unlock()
 	r.quiet.Store(false)
-	return true, h.inbox + "." + strconv.FormatUint(r.probe, 36)
+	return true, h.inbox + "." + strconv.FormatUint(r.probe, 36) + "_" + strconv.FormatUint(r.key, 36)
 }
 
 // noResponders hears the server say a probe reached nobody.
@@ -77,15 +82,22 @@ func (h *hearing) noResponders(m *nats.Msg) {
 	if len(m.Data) != 0 || m.Header.Get("Status") != "503" {
 		return // a subscriber answered a probe: it was heard
 	}
-	id, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 36, 64)
+	idText, keyText, _ := strings.Cut(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], "_")
+	id, err := strconv.ParseUint(idText, 36, 64)
+	if err != nil {
+		return
+	}
+	key, err := strconv.ParseUint(keyText, 36, 64)
 	if err != nil {
 		return
 	}
 	h.mu.Lock()
 	r := h.probes[id]
+	if r == nil || r.key != key {
+		h.mu.Unlock()
+		return // not an outstanding probe: late, or forged
+	}
 	delete(h.probes, id)
 	h.mu.Unlock()
-	if r != nil {
-		r.quiet.Store(true)
-	}
+	r.quiet.Store(true)
 }
