@@ -2,8 +2,6 @@ package bridge
 
 import (
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,7 +72,7 @@ func (h *hearing) check(r *heard, now time.Time) (send bool, reply string) {
 	h.probes[r.probe] = r
 	h.mu.Unlock()
 	r.quiet.Store(false)
-	return true, h.inbox + "." + strconv.FormatUint(r.probe, 36) + "_" + strconv.FormatUint(r.key, 36)
+	return true, string(appendToken(append([]byte(h.inbox), '.'), r.probe, r.key))
 }
 
 // noResponders hears the server say a probe reached nobody.
@@ -82,13 +80,8 @@ func (h *hearing) noResponders(m *nats.Msg) {
 	if len(m.Data) != 0 || m.Header.Get("Status") != "503" {
 		return // a subscriber answered a probe: it was heard
 	}
-	idText, keyText, _ := strings.Cut(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], "_")
-	id, err := strconv.ParseUint(idText, 36, 64)
-	if err != nil {
-		return
-	}
-	key, err := strconv.ParseUint(keyText, 36, 64)
-	if err != nil {
+	id, key, ok := parseToken(m.Subject)
+	if !ok {
 		return
 	}
 	h.mu.Lock()

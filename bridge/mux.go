@@ -101,9 +101,30 @@ func (m *replyMux) register(c *call, requestID []byte, deadline time.Time, buf [
 	s.calls[c.id] = c
 	s.mu.Unlock()
 	buf = protocol.AppendReply(buf, m.inbox, deadline, bytesString(requestID), "")
-	buf = strconv.AppendUint(buf, c.id, 36)
-	buf = append(buf, '_')
-	return strconv.AppendUint(buf, c.key, 36)
+	return appendToken(buf, c.id, c.key)
+}
+
+// appendToken appends "<id>_<key>", both in base 36: the last token of a
+// reply subject timbus routes a reply by. The key is random, so that nobody
+// who saw one such subject can guess another.
+func appendToken(dst []byte, id, key uint64) []byte {
+	dst = strconv.AppendUint(dst, id, 36)
+	dst = append(dst, '_')
+	return strconv.AppendUint(dst, key, 36)
+}
+
+// parseToken reads the last token of subject as appendToken wrote it.
+func parseToken(subject string) (id, key uint64, ok bool) {
+	idText, keyText, ok := strings.Cut(subject[strings.LastIndexByte(subject, '.')+1:], "_")
+	if !ok {
+		return 0, 0, false
+	}
+	id, err := strconv.ParseUint(idText, 36, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	key, err = strconv.ParseUint(keyText, 36, 64)
+	return id, key, err == nil
 }
 
 func (m *replyMux) forget(c *call) {
@@ -165,17 +186,8 @@ func (m *replyMux) send(msg *nats.Msg, requestID []byte, deadline time.Time, h h
 
 // deliver hands a reply to its call.
 func (m *replyMux) deliver(reply *nats.Msg) {
-	token := reply.Subject[strings.LastIndexByte(reply.Subject, '.')+1:]
-	idText, keyText, ok := strings.Cut(token, "_")
+	id, key, ok := parseToken(reply.Subject)
 	if !ok {
-		return
-	}
-	id, err := strconv.ParseUint(idText, 36, 64)
-	if err != nil {
-		return
-	}
-	key, err := strconv.ParseUint(keyText, 36, 64)
-	if err != nil {
 		return
 	}
 	s := m.shard(id)
