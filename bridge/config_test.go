@@ -34,6 +34,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"prefix with wildcard", func(c *Config) { c.SubjectPrefix = "tim.*" }, ErrInvalidValue, "subject-prefix"},
 		{"prefix with empty token", func(c *Config) { c.SubjectPrefix = "a..b" }, ErrInvalidValue, "subject-prefix"},
 		{"dotted prefix", func(c *Config) { c.SubjectPrefix = "prod.timbus" }, nil, ""},
+		{"decide headers all", func(c *Config) { c.DecideHeaders = DecideHeadersAll }, nil, ""},
+		{"decide headers unknown", func(c *Config) { c.DecideHeaders = "some" }, ErrInvalidValue, "decide-headers"},
 		{"default deny", func(c *Config) { c.Default = Deny }, nil, ""},
 		{"custom default valid for some commands only", func(c *Config) { c.Default = custom }, ErrInvalidVerdict, "default"},
 		{"custom default for its command", func(c *Config) {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/timbus-dev/timbus/deciders/catalog"
 	"github.com/timbus-dev/timbus/deciders/protocol"
 )
 
@@ -36,6 +37,9 @@ func expectDecided(t *testing.T, tb *testBridge) {
 func TestHostile_InventedNames(t *testing.T) {
 	tb := startBridge(t, nil)
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
+	// An auditor listens, so no probe is answered "no responders" and
+	// forgotten: each stays outstanding until its route's next probe.
+	subscribe(t, tb.nc, "timbus.audit.>")
 	const names = 1000
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	defer client.CloseIdleConnections()
@@ -68,6 +72,15 @@ func TestHostile_InventedNames(t *testing.T) {
 	}
 	if n := tb.apps[testApp].unlistedCount.Load(); n > maxUnlisted {
 		t.Errorf("%d unlisted names remembered, want at most %d", n, maxUnlisted)
+	}
+	// The audit probes (external NATS: hearing) keep state only for routes
+	// that are remembered, not one per invented name.
+	tb.auditSettled(t)
+	tb.audit.hearing.mu.Lock()
+	probes := len(tb.audit.hearing.probes)
+	tb.audit.hearing.mu.Unlock()
+	if limit := len(catalog.All()) + maxUnlisted; probes > limit {
+		t.Errorf("%d audit probes outstanding after %d invented names, want at most %d", probes, names, limit)
 	}
 	expectDecided(t, tb)
 }

@@ -534,3 +534,18 @@ func TestReplayDefaultsSentAtOnce(t *testing.T) {
 		"  0→1: 1",
 	)
 }
+
+// TestReplayID: a recorded request id comes from the audit stream; what it
+// holds that cannot stand in a subject token becomes _.
+func TestReplayID(t *testing.T) {
+	for recorded, want := range map[string]string{
+		"cb87a6f6d2cb-1f": "replay-cb87a6f6d2cb-1f",
+		"a.b c*>\x00é":    "replay-a_b_c_____",
+		"":                "replay-",
+	} {
+		got := replayID(recorded)
+		if got != want || !protocol.ValidToken(got) {
+			t.Errorf("replayID(%q) = %q, want %q, a valid token", recorded, got, want)
+		}
+	}
+}
