@@ -153,6 +153,55 @@ func TestBridge_AuditInterest(t *testing.T) {
 	if b.audit.unheard.Load() != 1 {
 		t.Errorf("unheard = %d after a subscriber came", b.audit.unheard.Load())
 	}
+	// The subscriber gone, the next record is unheard again at once.
+	nc.Close()
+	post(t, url, sample(t, "Group.CallbackAfterNewMemberJoin"))
+	waitFor(t, 2*time.Second, func() error {
+		if b.audit.unheard.Load() != 2 {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+// TestAuditor_HeardLocallyCache: a route's answer from the embedded server is
+// asked again when the account's subscriptions change, and at the latest
+// after localHearingTTL when they seem not to (one came as another went).
+func TestAuditor_HeardLocallyCache(t *testing.T) {
+	var asked, subs int
+	heard := false
+	a := &auditor{
+		interest:      func(string) bool { asked++; return heard },
+		subscriptions: func() int { return subs },
+	}
+	rt := &route{}
+	e := &auditEntry{subject: "timbus.audit.1.C", route: rt}
+	check := func(what string, want bool, wantAsked int) {
+		t.Helper()
+		if got := a.heardLocally(e); got != want || asked != wantAsked {
+			t.Errorf("%s: heard %v after %d question(s), want %v after %d", what, got, asked, want, wantAsked)
+		}
+	}
+	check("first record", false, 1)
+	check("same subscriptions", false, 1)
+	subs, heard = 1, true
+	check("a subscription came", true, 2)
+	check("unchanged again", true, 2)
+	// Another subject on the same route (never the case today) is asked.
+	e.subject = "timbus.audit.1.D"
+	check("other subject", true, 3)
+	// One went as one came: the count is the same, the TTL ends the answer.
+	heard = false
+	h := *rt.local.Load()
+	h.until = time.Now().Add(-time.Nanosecond).UnixNano()
+	rt.local.Store(&h)
+	check("past the TTL", false, 4)
+	// Transient routes and route-less records keep nothing.
+	rt.transient = true
+	check("transient route", false, 5)
+	check("transient route again", false, 6)
+	e.route = nil
+	check("no route", false, 7)
 }
 
 // TestBridge_AuditHearing: with a server timbus does not embed, records

@@ -223,7 +223,7 @@ func (b *Bridge) Start(ctx context.Context) (err error) {
 				return fmt.Errorf("%w: account %s: %w", ErrNATS, b.natsAccount, err)
 			}
 		}
-		b.audit.interest = acc.SubscriptionInterest
+		b.audit.interest, b.audit.subscriptions = acc.SubscriptionInterest, acc.TotalSubs
 	} else if b.cfg.AuditStream.Name == "" {
 		if b.audit.hearing, err = newHearing(nc); err != nil {
 			return fmt.Errorf("%w: audit probe subscription: %w", ErrNATS, err)
@@ -245,6 +245,10 @@ func (b *Bridge) Start(ctx context.Context) (err error) {
 	undo = append(undo, func() { ln.Close() })
 	limits := newConnLimits(b.cfg.MaxConns, b.cfg.MaxConnsPerIP, b.metrics.reject, b.log)
 	b.ln = newListener(ln, "callback", b.log, limits)
+	if shortest := shortestTimeout(b.cfg.ReadTimeout, b.cfg.WriteTimeout, b.cfg.IdleTimeout); shortest > 0 {
+		b.ln.deadlines = newDeadlineSweeper(sweepTick(shortest))
+		b.group.Go(b.ln.deadlines.run)
+	}
 	if b.tlsCfg != nil {
 		limits.tooMany, limits.tooManyPerIP = nil, nil
 		b.ln.wrap = b.wrapTLS(b.tlsCfg)

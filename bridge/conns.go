@@ -84,6 +84,9 @@ type listener struct {
 	errors atomic.Uint64 // accept errors retried, for timbus_accept_errors_total
 	warn   gate
 	limits *connLimits // nil: every connection is served
+	// deadlines, when set, enforces the connections' deadlines by sweeping
+	// (see deadlineSweeper).
+	deadlines *deadlineSweeper
 	// wrap, when set, wraps each connection admitted (TLS), after the caps:
 	// a refused connection costs no handshake.
 	wrap func(net.Conn) net.Conn
@@ -124,6 +127,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			if c = l.limits.admit(c); c == nil {
 				continue
 			}
+		}
+		if l.deadlines != nil {
+			c = l.deadlines.track(c)
 		}
 		if l.wrap != nil {
 			c = l.wrap(c)

@@ -39,7 +39,9 @@ type route struct {
 	// heard is whether anyone subscribes to audit, on a server timbus does
 	// not embed; transient routes (built per callback past maxUnlisted)
 	// keep no such state and always send their records.
-	heard     heard
+	heard heard
+	// local caches what the embedded server said of the same.
+	local     atomic.Pointer[localHearing]
 	transient bool
 }
 

@@ -38,6 +38,9 @@ const (
 	// setupProfiled is timbus-embedded with the bridge hosted by this binary
 	// under the CPU profiler; only --cpuprofile runs it, outside the ratios.
 	setupProfiled = "timbus-embedded-profiled"
+	// setupNaiveProfiled is naive-embedded under the CPU profiler, the
+	// profile that of timbus-embedded is compared with (pprof -diff_base).
+	setupNaiveProfiled = "naive-embedded-profiled"
 )
 
 // compared are the setups run between raw-http runs, in this order.
@@ -86,7 +89,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.DurationVar(&c.maxTime, "max-time", 0, "abort after this long (0: the planned time plus a margin)")
 	fs.StringVar(&c.jsonOut, "json", "", "also write the result JSON to this file")
 	fs.StringVar(&c.svgOut, "svg", filepath.Join("bin", "bench.svg"), "also draw the figures (throughput, latency percentiles) as an SVG chart in this file (empty: none)")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "after the measurement, profile timbus-embedded (bridge hosted by timbus-bench) and write the CPU profile here")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "after the measurement, profile timbus-embedded (bridge hosted by timbus-bench) into this file and naive-embedded into its -naive sibling (cpu.prof, cpu-naive.prof)")
 	fs.StringVar(&c.workDir, "workdir", "", "where child logs go (default: a temporary directory, removed unless something failed)")
 	fs.BoolVar(&c.keepLogs, "keep-logs", false, "keep the child logs (the beginning and end of each child's output)")
 	fs.StringVar(&c.logLevel, "timbus-log-level", "", "timbus --log-level (default: none passed, timbus's own default, as in production)")
@@ -394,10 +397,24 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		}
 		rep.profiled = &r
 		fmt.Fprintf(b.out, "profile    %-16s %8.0f req/s (bridge in timbus-bench under pprof); CPU profile: %s\n", setupEmbedded, r.RPS, c.cpuProfile)
-		fmt.Fprintf(b.out, "           view it with: go tool pprof -top %s %s\n", c.self, c.cpuProfile)
+		n, err := b.measure(ctx, len(plan)+2, setupNaiveProfiled, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("profiled naive run: %w", err)
+		}
+		naive := naiveProfilePath(c.cpuProfile)
+		fmt.Fprintf(b.out, "profile    %-16s %8.0f req/s (under pprof); CPU profile: %s\n", setupNaiveEmbedded, n.RPS, naive)
+		fmt.Fprintf(b.out, "           view them with: go tool pprof -top %s %s\n", c.self, c.cpuProfile)
+		fmt.Fprintf(b.out, "           what timbus adds:  go tool pprof -top -diff_base %s %s %s\n", naive, c.self, c.cpuProfile)
 	}
 	rep.elapsed = time.Since(rep.started)
 	return rep, nil
+}
+
+// naiveProfilePath names the naive bridge's profile after timbus's:
+// cpu.prof → cpu-naive.prof.
+func naiveProfilePath(timbusProfile string) string {
+	ext := filepath.Ext(timbusProfile)
+	return strings.TrimSuffix(timbusProfile, ext) + "-naive" + ext
 }
 
 func orNone(s string) string {
@@ -617,8 +634,12 @@ func (b *bench) startOnce(ctx context.Context, setup, tag string) (in *instance,
 		if _, err = front.waitLine(ctx, "ready", startTimeout); err != nil {
 			return in, err
 		}
-	case setupNaiveEmbedded:
-		if front, err = launch("naive", c.self, "naive", "--listen", httpAddr, "--embedded-nats", natsAddr); err != nil {
+	case setupNaiveEmbedded, setupNaiveProfiled:
+		args := []string{"naive", "--listen", httpAddr, "--embedded-nats", natsAddr}
+		if setup == setupNaiveProfiled {
+			args = append(args, "--cpuprofile", naiveProfilePath(c.cpuProfile))
+		}
+		if front, err = launch("naive", c.self, args...); err != nil {
 			return in, err
 		}
 		if _, err = front.waitLine(ctx, "ready", startTimeout); err != nil {

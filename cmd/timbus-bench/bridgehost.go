@@ -60,19 +60,12 @@ func runBridgeHost(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "bridge:", err)
 		return exitUsage
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fmt.Fprintln(stderr, "bridge:", err)
-			return exitFailure
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "bridge:", err)
-			return exitFailure
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge:", err)
+		return exitFailure
 	}
+	defer stopProfile()
 	if err := b.Start(ctx); err != nil {
 		fmt.Fprintln(stderr, "bridge:", err)
 		return exitFailure
@@ -86,4 +79,24 @@ func runBridgeHost(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitFailure
 	}
 	return exitOK
+}
+
+// startCPUProfile profiles this process into path until the returned func
+// runs; an empty path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

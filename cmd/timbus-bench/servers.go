@@ -213,11 +213,18 @@ func runNaive(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	url := fs.String("nats-url", nats.DefaultURL, "NATS server")
 	timeout := fs.Duration("timeout", deciderTimeout, "how long to wait for a decider")
 	embedded := fs.String("embedded-nats", "", "run a NATS server in this process, listening here, instead of using --nats-url")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	ctx, stop := untilSignal(ctx)
 	defer stop()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		fmt.Fprintln(stderr, "naive:", err)
+		return exitFailure
+	}
+	defer stopProfile()
 	if *embedded != "" {
 		ns, err := embeddedNATS(*embedded)
 		if err != nil {
