@@ -22,7 +22,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
+
+	"github.com/timbus-dev/timbus/internal/gctune"
 )
 
 // version is stamped at build time:
@@ -38,11 +39,12 @@ const (
 )
 
 func main() {
-	// timbus keeps little live memory and allocates mostly in the NATS client
-	// and server; collecting at 5× the live heap instead of 2× costs a few MB
-	// and gives back CPU to deciding. GOGC (and GOMEMLIMIT) still win.
+	// timbus keeps little live memory and allocates fast, mostly in the NATS
+	// client and server: GOGC follows the live heap so that collections
+	// come seldom enough not to make the slowest callbacks (see gctune).
+	// GOGC set in the environment wins; GOMEMLIMIT still bounds the heap.
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
+		gctune.Start(gctune.DefaultConfig())
 	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
