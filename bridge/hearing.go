@@ -94,3 +94,38 @@ func (h *hearing) noResponders(m *nats.Msg) {
 	h.mu.Unlock()
 	r.quiet.Store(true)
 }
+
+// localHearingTTL bounds how long a route's cached answer from the embedded
+// server is believed while the account's subscription count stays the same.
+// The count alone misses a subscription that came as another went; this
+// bounds what such a coincidence costs a new audit subscriber to the delay
+// a server timbus does not embed has anyway (auditProbeEvery).
+const localHearingTTL = auditProbeEvery
+
+// localHearing is the embedded server's answer for a route's audit subject,
+// with when it was given.
+type localHearing struct {
+	subject string
+	subs    int
+	until   int64 // Unix nanoseconds
+	heard   bool
+}
+
+// heardLocally says whether anyone subscribes to e's subject on the
+// embedded server. Asking the server's subject index per record cost about
+// 0.4 µs per callback (its cache churns with every reply subject); a
+// route's answer is kept until the account's subscriptions change, or
+// localHearingTTL passes.
+func (a *auditor) heardLocally(e *auditEntry) bool {
+	r := e.route
+	if r == nil || r.transient || a.subscriptions == nil {
+		return a.interest(e.subject)
+	}
+	subs, now := a.subscriptions(), time.Now().UnixNano()
+	if h := r.local.Load(); h != nil && h.subs == subs && now < h.until && h.subject == e.subject {
+		return h.heard
+	}
+	heard := a.interest(e.subject)
+	r.local.Store(&localHearing{subject: e.subject, subs: subs, until: now + int64(localHearingTTL), heard: heard})
+	return heard
+}
