@@ -91,11 +91,15 @@ type auditEntry struct {
 	status   int
 	code     int
 	answer   []byte // immutable: a route's default, or a decider's reply
-	decider  string
-	latency  time.Duration
-	query    string // refusals only
-	remote   string // refusals only
-	late     bool   // a late reply's record, stored beside the callback's
+	// answerChecked and bodyChecked say that answer and body passed
+	// jsonscan.Check on the way in: the encoder copies them without
+	// validating them again.
+	answerChecked, bodyChecked bool
+	decider                    string
+	latency                    time.Duration
+	query                      string // refusals only
+	remote                     string // refusals only
+	late                       bool   // a late reply's record, stored beside the callback's
 
 	route *route // for shadow counters; nil on refusals and late records
 
@@ -327,6 +331,7 @@ func (e *auditEntry) reset() {
 	e.subject, e.received, e.app, e.command, e.kind, e.route = "", time.Time{}, "", "", "", nil
 	e.outcome, e.reason, e.status, e.code, e.answer, e.decider = "", "", 0, 0, nil, ""
 	e.latency, e.query, e.remote, e.late = 0, "", "", false
+	e.answerChecked, e.bodyChecked = false, false
 	e.shadowed, e.shadowOutcome, e.shadowCode, e.shadowAnswer, e.shadowReason = false, "", 0, nil, ""
 	e.buf, e.id, e.clientIP, e.platform, e.body = buf, span{}, span{}, span{}, span{}
 }

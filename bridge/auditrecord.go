@@ -109,7 +109,24 @@ func (w *recordWriter) int(key string, v int64) {
 type rawValue struct {
 	v     []byte
 	valid bool
+	clean bool // valid UTF-8 throughout: copied as it is
 	size  int
+}
+
+// checkedRawValue is newRawValue of a value that passed jsonscan.Check:
+// valid JSON, valid UTF-8.
+func checkedRawValue(v []byte) rawValue {
+	if len(v) == 0 {
+		return rawValue{}
+	}
+	return rawValue{v: v, valid: true, clean: true, size: len(v)}
+}
+
+func rawValueOf(v []byte, checked bool) rawValue {
+	if checked {
+		return checkedRawValue(v)
+	}
+	return newRawValue(v)
 }
 
 func newRawValue(v []byte) rawValue {
@@ -137,9 +154,12 @@ func (w *recordWriter) raw(key string, r rawValue, max int) {
 	w.b = append(w.b, ',', '"')
 	w.b = append(w.b, key...)
 	w.b = append(w.b, '"', ':')
-	if r.valid && r.size <= max {
+	switch {
+	case r.clean && r.size <= max:
+		w.b = append(w.b, r.v...)
+	case r.valid && r.size <= max:
 		w.b = appendJSONValue(w.b, r.v)
-	} else {
+	default:
 		w.b, _ = appendJSONStringLimit(w.b, r.v, max)
 	}
 }
@@ -149,8 +169,8 @@ func (w *recordWriter) raw(key string, r rawValue, max int) {
 // some 10 KiB at most).
 func (e *auditEntry) encode(b []byte, limit int) []byte {
 	var values [numRawFields]rawValue
-	values[rawAnswer] = newRawValue(e.answer)
-	values[rawBody] = newRawValue(e.get(e.body))
+	values[rawAnswer] = rawValueOf(e.answer, e.answerChecked)
+	values[rawBody] = rawValueOf(e.get(e.body), e.bodyChecked)
 	if e.shadowed {
 		values[rawShadowVerdict] = newRawValue(e.shadowAnswer)
 	}

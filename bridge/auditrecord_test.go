@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/timbus-dev/timbus/deciders/protocol"
+	"github.com/timbus-dev/timbus/internal/jsonscan"
 	"github.com/timbus-dev/timbus/internal/natstest"
 )
 
@@ -248,6 +249,12 @@ func FuzzAuditRecord(f *testing.F) {
 			t.Fatal("encode lost what was in its buffer")
 		}
 		out = out[len("prefix"):]
+		// Values the bridge checked on the way in are copied unchecked:
+		// the record must be the same byte for byte.
+		e.bodyChecked, e.answerChecked = jsonscan.Check(body) == nil, jsonscan.Check(answer) == nil
+		if checked := e.encode(nil, limit); !bytes.Equal(checked, out) {
+			t.Fatalf("record of checked values differs:\n%.500s\nunchecked:\n%.500s", checked, out)
+		}
 		if len(out) > limit {
 			t.Fatalf("record of %d bytes over the limit %d", len(out), limit)
 		}

@@ -149,6 +149,7 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	e.clientIP = e.keep(args.Peek("ClientIP"))
 	e.platform = e.keep(args.Peek("OptPlatform"))
 	e.body = e.keep(body)
+	e.bodyChecked = true // by parseCallback
 
 	inflight := b.inflight.Add(1)
 	var res result
@@ -168,6 +169,9 @@ func (b *Bridge) handle(ctx *fasthttp.RequestCtx) {
 	}
 
 	e.outcome, e.status, e.code, e.answer, e.decider = res.outcome, res.status, res.code, res.answer, res.decider
+	// A decider's verdict passed JudgeReply's jsonscan.Check; defaults are
+	// checked by the encoder as any other value.
+	e.answerChecked = res.outcome == protocol.OutcomeDecided
 	if res.err != nil {
 		e.reason = res.err.Error()
 	}
