@@ -576,22 +576,25 @@ func isDigits(s string) bool {
 }
 
 // tracker counts the callbacks being served, so that Stop can wait for them.
+// Entering and leaving are an atomic add each; the lock is taken only once
+// someone waits.
 type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to 0; nil when nobody waits
+	n       atomic.Int64
+	waiting atomic.Bool
+	mu      sync.Mutex
+	idle    chan struct{} // closed when n drops to 0; nil when nobody waits
 }
 
-func (t *tracker) enter() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
+func (t *tracker) enter() { t.n.Add(1) }
 
 func (t *tracker) leave() {
+	// A waiter stores waiting before it reads n: either this sees it, or the
+	// waiter sees the count this leaves.
+	if t.n.Add(-1) != 0 || !t.waiting.Load() {
+		return
+	}
 	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.idle != nil {
+	if t.idle != nil && t.n.Load() == 0 {
 		close(t.idle)
 		t.idle = nil
 	}
@@ -599,8 +602,9 @@ func (t *tracker) leave() {
 }
 
 func (t *tracker) wait() {
+	t.waiting.Store(true)
 	t.mu.Lock()
-	if t.n == 0 {
+	if t.n.Load() == 0 {
 		t.mu.Unlock()
 		return
 	}
