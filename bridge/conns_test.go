@@ -78,6 +78,9 @@ func TestHostile_ConnectionFlood(t *testing.T) {
 	decider(t, tb.nc, decideOA, replyWith(oaCreateDeny))
 	held := holdConns(t, &net.Dialer{}, tb.Addr(), maxConns)
 	checkRefused(t, &net.Dialer{}, tb.Addr(), extra, 503, reasonTooManyConns)
+	if n := tb.ln.deadlines.tracked(); n != maxConns {
+		t.Errorf("the deadline sweeper tracks %d connections, want the %d admitted (refused ones cost it nothing)", n, maxConns)
+	}
 	checkMetrics(t, tb, map[string]string{
 		`timbus_rejected_total{reason="too_many_conns"}`: fmt.Sprint(extra),
 		`timbus_connections`:                             fmt.Sprint(maxConns),
@@ -185,6 +188,10 @@ func waitConnsClosed(t *testing.T, tb *testBridge) {
 	waitFor(t, 5*time.Second, func() error {
 		if n := tb.ln.limits.open.Load(); n != 0 {
 			return fmt.Errorf("%d connections still counted open", n)
+		}
+		// The deadline sweeper keeps nothing of a closed connection.
+		if n := tb.ln.deadlines.tracked(); n != 0 {
+			return fmt.Errorf("%d closed connections still swept", n)
 		}
 		return nil
 	})

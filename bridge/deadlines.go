@@ -63,6 +63,13 @@ func (s *deadlineSweeper) track(c net.Conn) net.Conn {
 	return sc
 }
 
+// tracked is how many open connections the sweeper watches.
+func (s *deadlineSweeper) tracked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *deadlineSweeper) forget(c *sweptConn) {
 	s.mu.Lock()
 	delete(s.conns, c)

@@ -49,6 +49,13 @@ func sweptPair(t *testing.T, tick time.Duration) (*deadlineSweeper, net.Conn, ne
 	return s, c, peer
 }
 
+func setReadDeadline(t *testing.T, c net.Conn, at time.Time) {
+	t.Helper()
+	if err := c.SetReadDeadline(at); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -58,9 +65,7 @@ func TestSweptDeadline_ReadPastDeadlineTimesOut(t *testing.T) {
 	const tick, wait = 5 * time.Millisecond, 60 * time.Millisecond
 	_, c, _ := sweptPair(t, tick)
 	start := time.Now()
-	if err := c.SetReadDeadline(start.Add(wait)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, start.Add(wait))
 	_, err := c.Read(make([]byte, 1))
 	took := time.Since(start)
 	if !isTimeout(err) {
@@ -77,22 +82,16 @@ func TestSweptDeadline_ReadPastDeadlineTimesOut(t *testing.T) {
 		t.Errorf("second read past the deadline: got %v, want a timeout", err)
 	}
 	// A new deadline lifts it.
-	if err := c.SetReadDeadline(time.Time{}); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Time{})
 }
 
 func TestSweptDeadline_LaterDeadlineWins(t *testing.T) {
 	const tick = 5 * time.Millisecond
 	_, c, peer := sweptPair(t, tick)
-	if err := c.SetReadDeadline(time.Now().Add(30 * time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Now().Add(30*time.Millisecond))
 	// Moved before it passes: the data, sent after the first deadline,
 	// must be read.
-	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Now().Add(10*time.Second))
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		peer.Write([]byte("x"))
@@ -107,13 +106,9 @@ func TestSweptDeadline_LaterDeadlineWins(t *testing.T) {
 func TestSweptDeadline_PassedWhileIdleThenRenewed(t *testing.T) {
 	const tick = 5 * time.Millisecond
 	_, c, peer := sweptPair(t, tick)
-	if err := c.SetReadDeadline(time.Now().Add(10 * time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Now().Add(10*time.Millisecond))
 	time.Sleep(20 * tick) // many sweeps past the deadline, no read waiting
-	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Now().Add(10*time.Second))
 	if _, err := peer.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -125,15 +120,11 @@ func TestSweptDeadline_PassedWhileIdleThenRenewed(t *testing.T) {
 func TestSweptDeadline_RenewedAfterExpiry(t *testing.T) {
 	const tick = 5 * time.Millisecond
 	_, c, peer := sweptPair(t, tick)
-	if err := c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Now().Add(20*time.Millisecond))
 	if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
 		t.Fatalf("got %v, want a timeout", err)
 	}
-	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	setReadDeadline(t, c, time.Now().Add(10*time.Second))
 	if _, err := peer.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -163,10 +154,7 @@ func TestSweptDeadline_ClosedConnIsForgotten(t *testing.T) {
 	s, c, _ := sweptPair(t, time.Second)
 	c.Close()
 	c.Close() // twice is harmless
-	s.mu.Lock()
-	n := len(s.conns)
-	s.mu.Unlock()
-	if n != 0 {
+	if n := s.tracked(); n != 0 {
 		t.Errorf("sweeper still tracks %d connection(s) after Close", n)
 	}
 }
@@ -197,14 +185,10 @@ func TestSweptDeadline_SetDuringSweeps(t *testing.T) {
 		// A deadline just passed, then one far ahead, as fasthttp moves
 		// from a request's read deadline to the next one's.
 		sc.read.busy.Add(1) // as if a read waited, so that sweeps act
-		if err := c.SetReadDeadline(time.Now().Add(-time.Millisecond)); err != nil {
-			t.Fatal(err)
-		}
+		setReadDeadline(t, c, time.Now().Add(-time.Millisecond))
 		time.Sleep(time.Duration(i%3) * tick)
 		sc.read.busy.Add(-1)
-		if err := c.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
-			t.Fatal(err)
-		}
+		setReadDeadline(t, c, time.Now().Add(time.Minute))
 		if _, err := peer.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
