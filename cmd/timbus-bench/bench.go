@@ -193,6 +193,9 @@ func (c benchConfig) planned() time.Duration {
 	t := time.Duration(n) * (c.duration + c.warmup + perRunOverhead)
 	half := c.duration + max(c.warmup, time.Second)
 	t += time.Duration(len(c.halfLoad)*(c.rounds+1)) * half
+	if slices.Contains(c.halfLoad, setupEmbedded) && slices.Contains(c.setups, setupEmbeddedSDK) {
+		t += time.Duration(c.rounds) * half // the SDK decider at the plain one's rate
+	}
 	if c.cpuProfile != "" {
 		t += c.duration + perRunOverhead
 	}
@@ -374,8 +377,13 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		switch {
 		case slices.Contains(c.halfLoad, pr.setup):
 			halfRate = -1
-		case pr.setup == setupRawHTTP && pr.round == c.rounds && i > 0 && rep.runs[i-1].Half != nil:
+		case pr.setup == setupRawHTTP && pr.round == c.rounds && i > 0 && rep.runs[i-1].Half != nil &&
+			slices.Contains(c.halfLoad, rep.runs[i-1].Setup):
 			halfRate = rep.runs[i-1].Half.TargetRate
+		case pr.setup == setupEmbeddedSDK:
+			// The two deciders' CPU is compared at one rate (see
+			// cpuRatios): the plain decider's half load of this round.
+			halfRate = sameRoundHalfRate(rep.runs, setupEmbedded, pr.round)
 		}
 		r, err := b.measure(ctx, i+1, pr.setup, pr.round, halfRate)
 		if err != nil {
@@ -683,6 +691,9 @@ type runRecord struct {
 	// CPU is µs of CPU per answered request during the closed-loop run, by
 	// process role, plus the machine's softirq and idle time (HTTP setups).
 	CPU map[string]float64 `json:"cpu_us_per_request,omitempty"`
+	// HalfCPU is the same during the open-loop run, per request it sent
+	// (warm-up included, as the processes' CPU is).
+	HalfCPU map[string]float64 `json:"half_load_cpu_us_per_request,omitempty"`
 	// Audit is what became of the audit records (timbus-embedded-audit).
 	Audit *auditCheck `json:"audit,omitempty"`
 	// Problem is why the run's numbers are not to be trusted.
@@ -736,12 +747,16 @@ func (b *bench) measure(ctx context.Context, seq int, setup string, round int, h
 			if halfRate < 0 {
 				halfRate = rec.RPS / 2
 			}
-			h, err := b.rateLoad(ctx, tag+"-half", in.url, halfRate)
+			meter := startCPUMeter(in.procs)
+			h, cpu, err := b.rateLoad(ctx, tag+"-half", in.url, halfRate)
 			if err != nil {
 				return rec, err
 			}
 			completed += h.Completed
 			rec.Half = &h
+			if rec.HalfCPU, err = meter.perRequest(h.Completed, "rate-load", cpu); err != nil {
+				fmt.Fprintf(b.out, "timbus-bench: %s: no CPU accounting of the half load: %v\n", tag, err)
+			}
 		}
 	}
 	if in.sink != nil {
@@ -821,17 +836,30 @@ func parseLoadResult(out []byte) (loadResult, error) {
 }
 
 // rateLoad drives url open-loop at rate with the rate-load subcommand.
-func (b *bench) rateLoad(ctx context.Context, name, url string, rate float64) (loadResult, error) {
+// It returns the load generator's CPU time too.
+func (b *bench) rateLoad(ctx context.Context, name, url string, rate float64) (loadResult, time.Duration, error) {
 	c := b.cfg
 	if rate < 1 {
-		return loadResult{}, fmt.Errorf("%s: no throughput to take half of", name)
+		return loadResult{}, 0, fmt.Errorf("%s: no throughput to take half of", name)
 	}
 	warm := max(c.warmup, time.Second)
-	out, _, err := b.procs.runOnce(ctx, name, warm+c.duration+30*time.Second, c.self, "rate-load",
+	out, cpu, err := b.procs.runOnce(ctx, name, warm+c.duration+30*time.Second, c.self, "rate-load",
 		"--url", url, "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--connections", strconv.Itoa(c.connections),
 		"--duration", c.duration.String(), "--warmup", warm.String())
 	if err != nil {
-		return loadResult{}, err
+		return loadResult{}, 0, err
 	}
-	return parseLoadResult(out)
+	r, err := parseLoadResult(out)
+	return r, cpu, err
+}
+
+// sameRoundHalfRate is the rate of setup's half load in round, or 0 when
+// it had none.
+func sameRoundHalfRate(runs []runRecord, setup string, round int) float64 {
+	for _, x := range runs {
+		if x.Setup == setup && x.Round == round && x.Half != nil {
+			return x.Half.TargetRate
+		}
+	}
+	return 0
 }

@@ -48,7 +48,7 @@ func processCPU(pid int) (time.Duration, error) {
 
 // machineCPU is the machine's CPU time by state, summed over its CPUs.
 type machineCPU struct {
-	total, idle, softirq time.Duration
+	total, idle, softirq, steal time.Duration
 }
 
 func readMachineCPU() (machineCPU, error) {
@@ -78,6 +78,8 @@ func readMachineCPU() (machineCPU, error) {
 			m.idle += d
 		case 6:
 			m.softirq += d
+		case 7:
+			m.steal += d
 		}
 	}
 	return m, nil
@@ -136,6 +138,7 @@ func (m *cpuMeter) perRequest(requests int64, loadName string, loadCPU time.Dura
 	}
 	out[cpuSoftirq] = per(after.softirq - m.machine.softirq)
 	out[cpuIdle] = per(after.idle - m.machine.idle)
+	out[cpuSteal] = per(after.steal - m.machine.steal)
 	return out, nil
 }
 
@@ -143,4 +146,7 @@ func (m *cpuMeter) perRequest(requests int64, loadName string, loadCPU time.Dura
 const (
 	cpuSoftirq = "softirq"
 	cpuIdle    = "idle"
+	// cpuSteal is time a virtual machine's CPUs were ready but the
+	// hypervisor ran something else: not in the sum, a slower machine.
+	cpuSteal = "steal"
 )

@@ -118,11 +118,18 @@ func runDecider(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	subject := fs.String("subject", deciderSubject, "subject to answer")
 	queue := fs.String("queue", deciderQueue, "queue group")
 	wait := fs.Duration("connect-timeout", 15*time.Second, "how long to keep trying to reach NATS")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	ctx, stop := untilSignal(ctx)
 	defer stop()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		fmt.Fprintln(stderr, "decider:", err)
+		return exitFailure
+	}
+	defer stopProfile()
 	nc, err := nats.Connect(*url, nats.Name("timbus-bench-decider"),
 		childRetries)
 	if err != nil {
@@ -162,11 +169,18 @@ func runSDKDecider(ctx context.Context, args []string, stdout, stderr io.Writer)
 	url := fs.String("nats-url", nats.DefaultURL, "NATS server")
 	command := fs.String("command", benchCommand, "command (or pattern of commands) to answer, of every app")
 	wait := fs.Duration("connect-timeout", 15*time.Second, "how long to keep trying to reach NATS")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	ctx, stop := untilSignal(ctx)
 	defer stop()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		fmt.Fprintln(stderr, "sdk-decider:", err)
+		return exitFailure
+	}
+	defer stopProfile()
 	nc, err := nats.Connect(*url, nats.Name("timbus-bench-sdk-decider"),
 		childRetries)
 	if err != nil {
