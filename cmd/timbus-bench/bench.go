@@ -31,9 +31,9 @@ const (
 	// the audit records (audit-sink): what recording every callback costs,
 	// the check that every record reaches the subscriber included.
 	setupEmbeddedAudit = "timbus-embedded-audit"
-	// setupEmbeddedSDK is timbus-embedded whose decider is written with the
-	// Go SDK (sdk-decider) rather than a plain QueueSubscribe: what the
-	// SDK costs a decider.
+	// setupEmbeddedSDK is timbus-embedded with two deciders in one queue
+	// group: the plain one and the same written with the Go SDK
+	// (sdk-decider). Their CPU per answer is what the SDK costs a decider.
 	setupEmbeddedSDK = "timbus-embedded-sdk"
 	// setupProfiled is timbus-embedded with the bridge hosted by this binary
 	// under the CPU profiler; only --cpuprofile runs it, outside the ratios.
@@ -193,9 +193,6 @@ func (c benchConfig) planned() time.Duration {
 	t := time.Duration(n) * (c.duration + c.warmup + perRunOverhead)
 	half := c.duration + max(c.warmup, time.Second)
 	t += time.Duration(len(c.halfLoad)*(c.rounds+1)) * half
-	if slices.Contains(c.halfLoad, setupEmbedded) && slices.Contains(c.setups, setupEmbeddedSDK) {
-		t += time.Duration(c.rounds) * half // the SDK decider at the plain one's rate
-	}
 	if c.cpuProfile != "" {
 		t += c.duration + perRunOverhead
 	}
@@ -377,13 +374,8 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		switch {
 		case slices.Contains(c.halfLoad, pr.setup):
 			halfRate = -1
-		case pr.setup == setupRawHTTP && pr.round == c.rounds && i > 0 && rep.runs[i-1].Half != nil &&
-			slices.Contains(c.halfLoad, rep.runs[i-1].Setup):
+		case pr.setup == setupRawHTTP && pr.round == c.rounds && i > 0 && rep.runs[i-1].Half != nil:
 			halfRate = rep.runs[i-1].Half.TargetRate
-		case pr.setup == setupEmbeddedSDK:
-			// The two deciders' CPU is compared at one rate (see
-			// cpuRatios): the plain decider's half load of this round.
-			halfRate = sameRoundHalfRate(rep.runs, setupEmbedded, pr.round)
 		}
 		r, err := b.measure(ctx, i+1, pr.setup, pr.round, halfRate)
 		if err != nil {
@@ -473,7 +465,10 @@ type instance struct {
 	natsURL string // where the decider listens
 	procs   []*proc
 	decider *proc
-	probes  int64 // probes the decider answered
+	// sdkDecider is the SDK decider that shares the plain one's queue
+	// group (timbus-embedded-sdk).
+	sdkDecider *proc
+	probes     int64 // probes the deciders answered
 	// timbus-embedded-audit: the audit subscriber, and timbus's metrics,
 	// which say how many records it published.
 	sink       *proc
@@ -548,17 +543,24 @@ func (b *bench) startOnce(ctx context.Context, setup, tag string) (in *instance,
 		}
 		return waitTCP(ctx, natsAddr, p)
 	}
-	deciderArgs := []string{"decider", "--nats-url", in.natsURL, "--subject", deciderSubject}
-	if setup == setupEmbeddedSDK {
-		// The same role: its CPU is compared with the plain decider's.
-		deciderArgs = []string{"sdk-decider", "--nats-url", in.natsURL, "--command", benchCommand}
-	}
 	decider := func() error {
-		p, err := launch("decider", c.self, deciderArgs...)
+		p, err := launch("decider", c.self, "decider", "--nats-url", in.natsURL, "--subject", deciderSubject)
 		if err != nil {
 			return err
 		}
 		in.decider = p
+		if _, err = p.waitLine(ctx, "ready", startTimeout); err != nil || setup != setupEmbeddedSDK {
+			return err
+		}
+		// The SDK decider joins the plain one's queue group (a queue group
+		// is its name, whatever the subjects), so that the two answer
+		// halves of one load side by side; same role, its CPU in the same
+		// column.
+		if p, err = launch("sdk-decider", c.self, "sdk-decider", "--nats-url", in.natsURL, "--command", benchCommand); err != nil {
+			return err
+		}
+		p.role = "decider"
+		in.sdkDecider = p
 		_, err = p.waitLine(ctx, "ready", startTimeout)
 		return err
 	}
@@ -691,13 +693,52 @@ type runRecord struct {
 	// CPU is µs of CPU per answered request during the closed-loop run, by
 	// process role, plus the machine's softirq and idle time (HTTP setups).
 	CPU map[string]float64 `json:"cpu_us_per_request,omitempty"`
-	// HalfCPU is the same during the open-loop run, per request it sent
-	// (warm-up included, as the processes' CPU is).
-	HalfCPU map[string]float64 `json:"half_load_cpu_us_per_request,omitempty"`
+	// Deciders are the two deciders of timbus-embedded-sdk, each over its
+	// whole life.
+	Deciders *deciderPair `json:"deciders,omitempty"`
 	// Audit is what became of the audit records (timbus-embedded-audit).
 	Audit *auditCheck `json:"audit,omitempty"`
 	// Problem is why the run's numbers are not to be trusted.
 	Problem string `json:"problem,omitempty"`
+}
+
+// served is what a decider did, as it reported when stopped (reportServed).
+type served struct {
+	Answered int64   `json:"answered"`
+	CPU      float64 `json:"cpu_us"` // over its whole life, warm-up and probes included
+}
+
+// PerAnswer is µs of CPU per request answered.
+func (s served) PerAnswer() float64 {
+	if s.Answered <= 0 {
+		return 0
+	}
+	return s.CPU / float64(s.Answered)
+}
+
+// deciderPair is the plain decider and the SDK one, answering halves of the
+// same load in one queue group.
+type deciderPair struct {
+	Plain served `json:"plain"`
+	SDK   served `json:"sdk"`
+}
+
+// readServed reads what a stopped decider reported.
+func readServed(p *proc) (served, error) {
+	var s served
+	line, _ := p.out.find("answered ")
+	n, err := strconv.ParseInt(strings.TrimPrefix(line, "answered "), 10, 64)
+	if err != nil {
+		return s, errors.New("did not report how many requests it answered")
+	}
+	s.Answered = n
+	line, _ = p.out.find("cpu_us ")
+	us, err := strconv.ParseInt(strings.TrimPrefix(line, "cpu_us "), 10, 64)
+	if err != nil {
+		return s, errors.New("did not report its CPU time")
+	}
+	s.CPU = float64(us)
+	return s, nil
 }
 
 // measure starts a setup, loads it closed-loop (wrk, or nats-load for
@@ -747,16 +788,12 @@ func (b *bench) measure(ctx context.Context, seq int, setup string, round int, h
 			if halfRate < 0 {
 				halfRate = rec.RPS / 2
 			}
-			meter := startCPUMeter(in.procs)
-			h, cpu, err := b.rateLoad(ctx, tag+"-half", in.url, halfRate)
+			h, err := b.rateLoad(ctx, tag+"-half", in.url, halfRate)
 			if err != nil {
 				return rec, err
 			}
 			completed += h.Completed
 			rec.Half = &h
-			if rec.HalfCPU, err = meter.perRequest(h.Completed, "rate-load", cpu); err != nil {
-				fmt.Fprintf(b.out, "timbus-bench: %s: no CPU accounting of the half load: %v\n", tag, err)
-			}
 		}
 	}
 	if in.sink != nil {
@@ -777,13 +814,23 @@ func (b *bench) measure(ctx context.Context, seq int, setup string, round int, h
 		problems = append(problems, fmt.Sprintf("%d errors, e.g. %s", rec.Errors, rec.FirstError))
 	}
 	if in.decider != nil && setup != setupRawNATS {
-		// Every answer must be the decider's, not a default verdict.
-		line, _ := in.decider.out.find("answered ")
-		answered, err := strconv.ParseInt(strings.TrimPrefix(line, "answered "), 10, 64)
-		switch {
-		case err != nil:
-			problems = append(problems, "the decider did not report how many requests it answered")
-		case answered < completed+in.probes:
+		// Every answer must be a decider's, not a default verdict.
+		var answered int64
+		plain, err := readServed(in.decider)
+		answered += plain.Answered
+		if err != nil {
+			problems = append(problems, "the decider "+err.Error())
+		}
+		if in.sdkDecider != nil {
+			sdk, err := readServed(in.sdkDecider)
+			answered += sdk.Answered
+			if err != nil {
+				problems = append(problems, "the SDK decider "+err.Error())
+			} else if plain.CPU > 0 && sdk.CPU > 0 {
+				rec.Deciders = &deciderPair{Plain: plain, SDK: sdk}
+			}
+		}
+		if answered < completed+in.probes {
 			problems = append(problems, fmt.Sprintf("%d answers did not come from the decider", completed+in.probes-answered))
 		}
 		if rec.Max >= float64(deciderTimeout/time.Microsecond) {
@@ -836,30 +883,17 @@ func parseLoadResult(out []byte) (loadResult, error) {
 }
 
 // rateLoad drives url open-loop at rate with the rate-load subcommand.
-// It returns the load generator's CPU time too.
-func (b *bench) rateLoad(ctx context.Context, name, url string, rate float64) (loadResult, time.Duration, error) {
+func (b *bench) rateLoad(ctx context.Context, name, url string, rate float64) (loadResult, error) {
 	c := b.cfg
 	if rate < 1 {
-		return loadResult{}, 0, fmt.Errorf("%s: no throughput to take half of", name)
+		return loadResult{}, fmt.Errorf("%s: no throughput to take half of", name)
 	}
 	warm := max(c.warmup, time.Second)
-	out, cpu, err := b.procs.runOnce(ctx, name, warm+c.duration+30*time.Second, c.self, "rate-load",
+	out, _, err := b.procs.runOnce(ctx, name, warm+c.duration+30*time.Second, c.self, "rate-load",
 		"--url", url, "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--connections", strconv.Itoa(c.connections),
 		"--duration", c.duration.String(), "--warmup", warm.String())
 	if err != nil {
-		return loadResult{}, 0, err
+		return loadResult{}, err
 	}
-	r, err := parseLoadResult(out)
-	return r, cpu, err
-}
-
-// sameRoundHalfRate is the rate of setup's half load in round, or 0 when
-// it had none.
-func sameRoundHalfRate(runs []runRecord, setup string, round int) float64 {
-	for _, x := range runs {
-		if x.Setup == setup && x.Round == round && x.Half != nil {
-			return x.Half.TargetRate
-		}
-	}
-	return 0
+	return parseLoadResult(out)
 }

@@ -8,15 +8,16 @@
 //	raw-nats         NATS request-reply between two processes through nats-server (the messaging ceiling)
 //	timbus-embedded  wrk → bin/timbus serve (embedded NATS) → decider process
 //	timbus-embedded-audit  the same, with a process subscribed to timbus's audit records
-//	timbus-embedded-sdk    the same, with the decider written with the Go SDK
+//	timbus-embedded-sdk    the same, with a second decider written with the Go SDK in the plain one's queue group
 //	timbus-external  wrk → bin/timbus serve → nats-server process → decider process
 //	naive            wrk → a few-line fasthttp + nc.RequestWithContext bridge → nats-server → decider
 //	naive-embedded   the same bridge with a NATS server embedded in its process → decider
 //
 // Every setup uses the same decider (a plain nats.go QueueSubscribe replying
-// {"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}) but
-// timbus-embedded-sdk, whose decider answers the same through the Go SDK;
-// timbus runs at its default settings. The host's speed drifts, so runs are
+// {"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}); in
+// timbus-embedded-sdk a decider answering the same through the Go SDK shares
+// the load with it, so that the two deciders' CPU per answer compares at one
+// rate; timbus runs at its default settings. The host's speed drifts, so runs are
 // interleaved with raw-http runs and each setup is judged by its throughput
 // relative to the raw-http runs right before and after it.
 // Finally timbus is driven open-loop at half the throughput it reached, to

@@ -110,7 +110,8 @@ func runRawHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 // runDecider answers every decide request with the fixed verdict: a plain
 // QueueSubscribe, the simplest decider there is. It prints "ready" once its
-// subscription is registered with the server and, when stopped, "answered N".
+// subscription is registered with the server and, when stopped, what
+// reportServed prints.
 func runDecider(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("decider", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -155,8 +156,22 @@ func runDecider(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()
 	nc.Close()
-	fmt.Fprintf(stdout, "answered %d\n", answered.Load())
+	reportServed(stdout, answered.Load())
 	return exitOK
+}
+
+// reportServed prints, as a decider stops, "answered N" and "cpu_us T":
+// the requests it answered and the CPU time (user and system) it spent over
+// its whole life. timbus-embedded-sdk runs the plain decider and the SDK one
+// in one queue group, so that each answers about half of the same load at
+// the same time, and compares the two per answer.
+func reportServed(w io.Writer, answered int64) {
+	fmt.Fprintf(w, "answered %d\n", answered)
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		fmt.Fprintf(w, "cpu_us %d\n", cpu.Microseconds())
+	}
 }
 
 // runSDKDecider is runDecider written with the Go SDK (package deciders):
@@ -212,7 +227,7 @@ func runSDKDecider(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "sdk-decider:", err)
 	}
 	nc.Close()
-	fmt.Fprintf(stdout, "answered %d\n", answered.Load())
+	reportServed(stdout, answered.Load())
 	return exitOK
 }
 
