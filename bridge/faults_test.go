@@ -237,7 +237,18 @@ func TestFault_MisbehavingDeciders(t *testing.T) {
 		wantAll  bool
 	}
 	good := func(t *testing.T, url, queue string, delay time.Duration) {
-		queueDecider(t, deciderConn(t, url), decideOA, queue, func(*nats.Msg) []byte {
+		nc := deciderConn(t, url)
+		// deciderConn retries a failed first connect in the background, and
+		// queueDecider flushes only a connected client: wait, so that the
+		// good decider's subscription is at the server before the others
+		// and the first callback, not some time later.
+		waitFor(t, 10*time.Second, func() error {
+			if !nc.IsConnected() {
+				return fmt.Errorf("the good decider is not connected: %v", nc.Status())
+			}
+			return nil
+		})
+		queueDecider(t, nc, decideOA, queue, func(*nats.Msg) []byte {
 			time.Sleep(delay)
 			return []byte(oaCreateDeny)
 		})
@@ -308,10 +319,15 @@ func TestFault_MisbehavingDeciders(t *testing.T) {
 			t.Cleanup(stopDeciders)
 			c := newCaller(true)
 			url, body := tb.callbackURL(oaCreate), sample(t, oaCreate)
+			t.Cleanup(func() {
+				if t.Failed() && crashes != nil {
+					t.Logf("misbehaving deciders: %d requests hung, %d crashes", hung.Load(), crashes.Load())
+				}
+			})
 			// With a hanging and a crashing member in the good decider's
-			// queue group, each try reaches it one time in three: 10s of
-			// 400ms tries makes missing it for good a one-in-20000 event.
-			untilDecided(t, c, url, body, oaCreateDeny, 10*time.Second)
+			// queue group, each try reaches it one time in three: 20s of
+			// 400ms tries makes missing it for good a one-in-10⁸ event.
+			untilDecided(t, c, url, body, oaCreateDeny, 20*time.Second)
 			c.closeIdle()
 			base := goroutineSnapshot()
 

@@ -40,6 +40,8 @@ import (
 // machine to itself (see checkCPU and stalled).
 func TestQuickEndToEnd(t *testing.T) {
 	needs.Tools(t, "wrk — run `make deps` (Debian/Ubuntu) or install it", needs.Commands("wrk"))
+	// Where the CPU goes is read from /proc: the benchmark runs on Linux.
+	needs.Tools(t, "Linux, whose /proc the benchmark reads CPU time from", needs.File("/proc/stat", "/proc/stat"))
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build timbus and nats-server: %v", err)

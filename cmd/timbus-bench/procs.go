@@ -51,12 +51,6 @@ type proc struct {
 	owner   *procs
 }
 
-// sysProcAttr puts a child in a process group of its own and has the kernel
-// kill it should the benchmark itself die without cleaning up.
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
-
 // start runs path with args. Its stdout and stderr go to <name>.log in the
 // log directory when it exits, only their first and last logKeep bytes: a
 // busy timbus logs tens of megabytes, and writing them to a file would have
