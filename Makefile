@@ -140,11 +140,12 @@ fuzz:
 
 # End-to-end speed benchmark (cmd/timbus-bench), on 127.0.0.1 only: wrk against
 # raw fasthttp, raw NATS request-reply, timbus with embedded and with external
-# NATS (embedded also with an audit subscriber, and with a Go SDK decider),
-# and a naive hand-written bridge (with external and with embedded NATS),
-# interleaved with raw-http runs so that only ratios measured side by side
-# count; also the CPU each process spends per request. It reports the floors
-# of the README's speed section and draws the figures in $(BIN)/bench.svg.
+# NATS (embedded also with an audit subscriber, and with a Go SDK decider
+# beside the plain one), and a naive hand-written bridge (with external and
+# with embedded NATS), interleaved with raw-http runs so that only ratios
+# measured side by side count; also the CPU each process spends per
+# request. It reports the floors of the README's speed section and draws the
+# figures in $(BIN)/bench.svg.
 # Flags go in BENCH_FLAGS, e.g.
 # make bench BENCH_FLAGS=--quick (1 round of 2 s runs, ~45 s), or
 # make bench BENCH_FLAGS=--strict (exit non-zero when a floor is missed).
