@@ -513,17 +513,16 @@ func (r *report) printCPU(w io.Writer) {
 		fmt.Fprintln(w, row)
 	}
 	for _, x := range r.cpuRatios() {
-		plain, sdk := r.median(setupEmbeddedSDK, func(x runRecord) float64 {
-			if x.Deciders == nil {
-				return 0
-			}
-			return x.Deciders.Plain.PerAnswer()
-		}), r.median(setupEmbeddedSDK, func(x runRecord) float64 {
-			if x.Deciders == nil {
-				return 0
-			}
-			return x.Deciders.SDK.PerAnswer()
-		})
+		perAnswer := func(of func(*deciderPair) served) float64 {
+			return r.median(setupEmbeddedSDK, func(x runRecord) float64 {
+				if x.Deciders == nil {
+					return 0
+				}
+				return of(x.Deciders).PerAnswer()
+			})
+		}
+		plain := perAnswer(func(d *deciderPair) served { return d.Plain })
+		sdk := perAnswer(func(d *deciderPair) served { return d.SDK })
 		fmt.Fprintf(w, "\n%s: %.3f  (%.3f–%.3f, %d round(s)); the two answered halves of timbus-embedded-sdk's load\n"+
 			"in one queue group, each over its whole life: %.1f µs per answer with the SDK, %.1f µs plain (medians)\n",
 			x.Name, x.Median, x.Min, x.Max, x.N, sdk, plain)
