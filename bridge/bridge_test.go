@@ -471,8 +471,14 @@ func TestBridge_NATSDown(t *testing.T) {
 		if got.elapsed > tb.cfg.Timeout {
 			t.Fatalf("during the outage the answer took %v", got.elapsed)
 		}
-		if o := tb.lastCallbackLog(t)["outcome"]; o != string(protocol.OutcomeNATSError) {
+		line := tb.lastCallbackLog(t)
+		if o := line["outcome"]; o != string(protocol.OutcomeNATSError) {
 			t.Fatalf("outcome %v, want nats_error", o)
+		}
+		// The reason names the outage, not the reconnect buffer the
+		// client keeps none of.
+		if why, _ := line[logKeyReason].(string); !strings.Contains(why, ErrNATS.Error()+": connection ") {
+			t.Fatalf("reason %q, want it to say NATS is unavailable and the connection's state", line[logKeyReason])
 		}
 	}
 	// Their audit records wait for NATS; a shutdown before it is back

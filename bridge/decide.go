@@ -61,9 +61,9 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) 
 	if !time.Now().Before(deadline) {
 		return fallback(protocol.OutcomeTimeout, errors.New("deadline passed before the request was sent"))
 	}
-	if !b.nc.IsConnected() {
-		return fallback(protocol.OutcomeNATSError, fmt.Errorf("%w: %s", ErrNATS, b.nc.Status()))
-	}
+	// No IsConnected check first: it takes the connection's lock, which
+	// the publish takes anyway, and the publish fails at once while the
+	// connection is down (no reconnect buffer).
 	if rt.shadow != "" {
 		b.askShadow(x, rt, deadline, e)
 	}
@@ -81,7 +81,7 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) 
 	case errors.Is(err, nats.ErrTimeout):
 		return fallback(protocol.OutcomeTimeout, err)
 	case err != nil:
-		return fallback(protocol.OutcomeNATSError, err)
+		return fallback(protocol.OutcomeNATSError, b.publishError(err))
 	}
 	outcome, code, err := rt.command.JudgeReply(reply)
 	if outcome != protocol.OutcomeDecided {
@@ -89,6 +89,16 @@ func (b *Bridge) decide(x *exchange, rt *route, start time.Time, e *auditEntry) 
 	}
 	return result{status: fasthttp.StatusOK, answer: reply.Data, outcome: protocol.OutcomeDecided, code: code,
 		decider: reply.Header.Get(protocol.HeaderDecider)}
+}
+
+// publishError names the outage behind a failed publish: the client keeps
+// no reconnect buffer, so while it is disconnected every publish fails with
+// ErrReconnectBufExceeded, which would name the buffer instead.
+func (b *Bridge) publishError(err error) error {
+	if errors.Is(err, nats.ErrReconnectBufExceeded) {
+		return fmt.Errorf("%w: connection %s", ErrNATS, b.nc.Status())
+	}
+	return err
 }
 
 // askShadow sends the request to the shadow decider too, without waiting.
@@ -172,11 +182,7 @@ func (b *Bridge) publish(x *exchange, rt *route, start time.Time) result {
 		err = b.publishConfirmed(x, start.Add(rt.timeout))
 	}
 	if err != nil {
-		if errors.Is(err, nats.ErrReconnectBufExceeded) {
-			// What the client says while disconnected, as it keeps no
-			// reconnect buffer.
-			err = fmt.Errorf("%w: connection %s", ErrNATS, b.nc.Status())
-		}
+		err = b.publishError(err)
 		b.recheckStreams(err)
 		answer := errorAnswer("nats_error", "the event could not be published: "+err.Error())
 		return result{status: fasthttp.StatusServiceUnavailable, answer: answer, outcome: protocol.OutcomeNATSError, err: err}
