@@ -163,13 +163,16 @@ async function main() {
     stopping = true;
     log("info", "stopping", { signal });
     if (nc === null) {
-      process.exit(0);
+      exitAfterOutput(0);
+      return;
     }
     // drain lets requests already received be answered, then closes.
     await nc.drain().catch((e) => log("error", "drain failed", { error: e.message }));
   };
-  process.once("SIGTERM", () => stop("SIGTERM"));
-  process.once("SIGINT", () => stop("SIGINT"));
+  // on, not once: a spent handler would leave a repeated signal its default
+  // action, and the process would die in the middle of its drain.
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
 
   log("info", "connecting", { servers: cfg.servers.join(",") });
   nc = await connect({
@@ -227,10 +230,22 @@ async function main() {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e) => {
-    log("error", "failed", { error: e?.message ?? String(e) });
-    process.exit(1);
-  },
-);
+// exitAfterOutput exits once stdout and stderr have taken every line. Under
+// a supervisor they are pipes, which Node writes asynchronously, and
+// process.exit drops what is still queued: the last lines ("stopped" among
+// them) would be lost.
+function exitAfterOutput(code) {
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) {
+      process.exit(code);
+    }
+  };
+  process.stdout.write("", done);
+  process.stderr.write("", done);
+}
+
+main().then(exitAfterOutput, (e) => {
+  log("error", "failed", { error: e?.message ?? String(e) });
+  exitAfterOutput(1);
+});
