@@ -37,6 +37,12 @@ func TestTuner_FollowsTheLiveHeap(t *testing.T) {
 	before := gcPercent()
 	defer debug.SetGCPercent(before)
 
+	// The live heap Start reads is the last collection's: collect now, so
+	// that it is this test's and not what an earlier test (or run, with
+	// -count) left to collect. Otherwise GOGC may start at the floor and
+	// have nowhere to fall.
+	runtime.GC()
+
 	// A headroom of 4× the live heap that is about to exist, so that the
 	// percentage moves when it does.
 	var keep [][]byte
