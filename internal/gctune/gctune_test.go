@@ -14,10 +14,10 @@ func TestPercentFor(t *testing.T) {
 		want int
 	}{
 		{0, DefaultMaxPercent},
-		{1 << 20, DefaultMaxPercent},  // 64 MiB over 1 MiB: capped
-		{4 << 20, 1600},               // 64 MiB over 4 MiB
-		{8 << 20, 800},                // 64 MiB over 8 MiB
-		{16 << 20, DefaultMinPercent}, // 64 MiB over 16 MiB is 400
+		{1 << 20, DefaultMaxPercent},  // 16 MiB over 1 MiB: capped
+		{4 << 20, 400},                // 16 MiB over 4 MiB
+		{8 << 20, 200},                // 16 MiB over 8 MiB
+		{16 << 20, DefaultMinPercent}, // 16 MiB over 16 MiB is 100
 		{1 << 30, DefaultMinPercent},  // a large live heap: the floor
 	} {
 		if got := c.PercentFor(tc.live); got != tc.want {
