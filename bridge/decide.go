@@ -112,7 +112,7 @@ func (b *Bridge) askShadow(x *exchange, rt *route, deadline time.Time, e *auditE
 	})
 	x.msg.Subject, x.msg.Reply = subject, ""
 	if err != nil {
-		b.shadowAnswered(rt, e, nil, protocol.OutcomeNATSError, err)
+		b.shadowAnswered(rt, e, nil, protocol.OutcomeNATSError, b.publishError(err))
 	}
 }
 
