@@ -44,7 +44,7 @@ help:
 	@echo "make build  binaries in $(BIN)/"
 	@echo "make lint   gofmt and go vet"
 	@echo "make fuzz   each fuzz target for FUZZTIME ($(FUZZTIME))"
-	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~6 min; BENCH_FLAGS=--quick, --strict)"
+	@echo "make bench  end-to-end speed benchmark: wrk, timbus, NATS, baselines (~6.5 min; BENCH_FLAGS=--quick, --strict)"
 	@echo "make bench-go  Go micro-benchmarks with -benchmem"
 	@echo "make soak   a bounded soak under decider restarts (TIMBUS_SOAK=3m)"
 	@echo "make test-hostile  only the hostile-client suite"

@@ -85,7 +85,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.threads, "threads", 2, "wrk threads (wrk -t)")
 	fs.IntVar(&c.requesters, "nats-requesters", 0, "concurrent NATS requesters for raw-nats (0: as many as --connections)")
 	setups := fs.String("setups", strings.Join(compared, ","), "setups compared with raw-http, from "+strings.Join(compared, ","))
-	halfLoad := fs.String("half-load", setupEmbedded+","+setupExternal, "setups whose latency is measured open-loop at half their throughput (empty: none; by default those of the two among --setups)")
+	halfLoad := fs.String("half-load", strings.Join([]string{setupEmbedded, setupExternal, setupNaiveEmbedded, setupNaive}, ","),
+		"setups whose latency is measured open-loop at half their throughput (empty: none; by default those of these among --setups: timbus's two, and the naive bridges for comparison)")
 	fs.DurationVar(&c.maxTime, "max-time", 0, "abort after this long (0: the planned time plus a margin)")
 	fs.StringVar(&c.jsonOut, "json", "", "also write the result JSON to this file")
 	fs.StringVar(&c.svgOut, "svg", filepath.Join("bin", "bench.svg"), "also draw the figures (throughput, latency percentiles) as an SVG chart in this file (empty: none)")

@@ -20,8 +20,11 @@
 // rate; timbus runs at its default settings. The host's speed drifts, so runs are
 // interleaved with raw-http runs and each setup is judged by its throughput
 // relative to the raw-http runs right before and after it.
-// Finally timbus is driven open-loop at half the throughput it reached, to
-// measure its tail latency under a steady, realistic load. During every
+// After each closed-loop run of timbus-embedded and timbus-external, and of
+// the naive bridges beside them, the same processes are driven open-loop at
+// half the throughput just reached, to measure the tail latency under a
+// steady, realistic load; the naive bridges' tails show how much of
+// timbus's belongs to the machine. During every
 // closed-loop run it reads each process's CPU time from /proc, so that the
 // report says where the CPU per request went. The report ends with the
 // floors timbus is held to (report.go); with --strict a missed one fails the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -543,7 +544,17 @@ var (
 		setupExternal:      {index: 0.10, p99: 9000, p999: 12000},             // 0.5
 	}
 	halfBoth = []string{setupEmbedded, setupExternal}
+	halfAll  = []string{setupEmbedded, setupExternal, setupNaiveEmbedded, setupNaive}
 )
+
+// withNaiveTails is round with the naive bridges measured at half load too,
+// their p99 (and p99.9) in µs.
+func withNaiveTails(round map[string]synthRun, embedded, external float64) map[string]synthRun {
+	out := maps.Clone(round)
+	out[setupNaiveEmbedded] = synthRun{index: round[setupNaiveEmbedded].index, p99: embedded, p999: embedded * 1.5}
+	out[setupNaive] = synthRun{index: round[setupNaive].index, p99: external, p999: external * 1.5}
+	return out
+}
 
 // TestFloors checks issue 16's floors: each from the medians over the rounds
 // of ratios measured in the same run, judged only when its setups ran.
@@ -551,6 +562,7 @@ func TestFloors(t *testing.T) {
 	type want struct {
 		value, p999 float64
 		met         bool
+		naive       float64 // the naive counterpart's half-load p99, ms
 	}
 	const (
 		embedded = "timbus-embedded / naive-embedded"
@@ -575,6 +587,12 @@ func TestFloors(t *testing.T) {
 			halfEmb: {value: 3.1, p999: 4.2}, halfExt: {value: 4.1, p999: 5.5},
 			sdkCPU: {value: 1.22},
 		}},
+		{"the naive bridges' own tails beside the latency floors", synthReport(compared, halfAll,
+			withNaiveTails(floorRoundGood, 4000, 5000), withNaiveTails(floorRoundJustMissed, 4500, 6000), withNaiveTails(floorRoundBad, 9000, 9500)), map[string]want{
+			embedded: {value: 0.89}, audit: {value: 0.84}, external: {value: 0.89},
+			halfEmb: {value: 3.1, p999: 4.2, naive: 4.5}, halfExt: {value: 4.1, p999: 5.5, naive: 6},
+			sdkCPU: {value: 1.22},
+		}},
 		{"only the setups that ran", synthReport([]string{setupEmbedded, setupNaive}, []string{setupNaive}, floorRoundGood), map[string]want{}},
 		{"audit without timbus-embedded", synthReport([]string{setupEmbeddedAudit, setupNaiveEmbedded}, nil, floorRoundGood), map[string]want{
 			audit: {value: 0.88, met: true},
@@ -596,8 +614,10 @@ func TestFloors(t *testing.T) {
 				switch {
 				case !ok:
 					t.Errorf("floor %q missing", name)
-				case math.Abs(f.Value-w.value) > 1e-9 || math.Abs(f.P999-w.p999) > 1e-9 || f.Met != w.met:
-					t.Errorf("%s: %+v, want value %v, p99.9 %v, met %v", name, f, w.value, w.p999, w.met)
+				case math.Abs(f.Value-w.value) > 1e-9 || math.Abs(f.P999-w.p999) > 1e-9 || f.Met != w.met || math.Abs(f.NaiveP99-w.naive) > 1e-9:
+					t.Errorf("%s: %+v, want value %v, p99.9 %v, met %v, naive p99 %v", name, f, w.value, w.p999, w.met, w.naive)
+				case w.naive > 0 && !strings.Contains(f.String(), fmt.Sprintf("at half its max: p99 %.2f ms", w.naive)):
+					t.Errorf("%s: the report line does not quote the naive bridge: %s", name, f)
 				}
 			}
 			missed := tt.rep.missedFloors()
@@ -861,6 +881,15 @@ func TestFlags(t *testing.T) {
 	if c.rounds != 2 || c.duration != 2*time.Second || c.warmup != 0 || !slices.Equal(c.halfLoad, []string{setupEmbedded}) || c.requesters != 64 ||
 		!slices.Equal(c.setups, compared) {
 		t.Errorf("quick with explicit rounds: %+v", c)
+	}
+	// By default every HTTP bridge that runs is measured at half load: the
+	// naive bridges beside timbus's two, for comparison.
+	c, err = parseBenchFlags(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{setupEmbedded, setupExternal, setupNaiveEmbedded, setupNaive}; !slices.Equal(c.halfLoad, want) {
+		t.Errorf("default half load %v, want %v", c.halfLoad, want)
 	}
 	// timbus at its own defaults unless told otherwise.
 	if c.logLevel != "" || logLevelArgs(c.logLevel) != nil {

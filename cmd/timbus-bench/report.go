@@ -164,10 +164,14 @@ type floor struct {
 	Target float64 `json:"target"`
 	AtMost bool    `json:"at_most,omitempty"` // the value must not exceed the target
 	Unit   string  `json:"unit,omitempty"`    // "ms" for latencies; ratios have none
-	// P999 is reported next to a p99 floor (median over the rounds, ms).
-	P999   float64 `json:"p99_9_ms,omitempty"`
-	Rounds int     `json:"rounds"` // rounds with numbers; none: missed
-	Met    bool    `json:"met"`
+	// P999 is reported next to a p99 floor (median over the rounds, ms),
+	// and so is the p99 of the naive bridge on the same NATS at half of its
+	// own maximum, when that was measured.
+	P999       float64 `json:"p99_9_ms,omitempty"`
+	NaiveSetup string  `json:"naive_setup,omitempty"`
+	NaiveP99   float64 `json:"naive_p99_ms,omitempty"`
+	Rounds     int     `json:"rounds"` // rounds with numbers; none: missed
+	Met        bool    `json:"met"`
 }
 
 func newFloor(name string, value, target float64, atMost bool, rounds int) floor {
@@ -191,7 +195,11 @@ func (f floor) String() string {
 		cmp = "≤"
 	}
 	if f.Unit == "ms" {
-		return fmt.Sprintf("%-40s %8.2f ms   target %s %.2f ms   %s   (p99.9 %.2f ms)", f.Name, f.Value, cmp, f.Target, state, f.P999)
+		line := fmt.Sprintf("%-40s %8.2f ms   target %s %.2f ms   %s   (p99.9 %.2f ms", f.Name, f.Value, cmp, f.Target, state, f.P999)
+		if f.NaiveSetup != "" {
+			line += fmt.Sprintf("; %s at half its max: p99 %.2f ms", f.NaiveSetup, f.NaiveP99)
+		}
+		return line + ")"
 	}
 	return fmt.Sprintf("%-40s %8.3f      target %s %.2f      %s", f.Name, f.Value, cmp, f.Target, state)
 }
@@ -216,18 +224,25 @@ func (r *report) floors() []floor {
 			out = append(out, newFloor(f.name, x.Median, f.target, false, x.N))
 		}
 	}
-	for _, h := range r.halfLoads() {
+	halves := r.halfLoads()
+	for _, h := range halves {
 		var target time.Duration
+		var naive string
 		switch h.Setup {
 		case setupEmbedded:
-			target = floorHalfP99Embedded
+			target, naive = floorHalfP99Embedded, setupNaiveEmbedded
 		case setupExternal:
-			target = floorHalfP99External
+			target, naive = floorHalfP99External, setupNaive
 		default:
 			continue // the naive bridges: measured for comparison only
 		}
 		f := newFloor("p99 of "+h.Setup+" at half its max", h.P99, float64(target)/float64(time.Millisecond), true, h.Rounds)
 		f.Unit, f.P999 = "ms", h.P999
+		// The hand-written bridge at half of its own maximum, in the same
+		// run: how much of a missed latency floor is the machine's.
+		if i := slices.IndexFunc(halves, func(x halfSummary) bool { return x.Setup == naive }); i >= 0 {
+			f.NaiveSetup, f.NaiveP99 = naive, halves[i].P99
+		}
 		out = append(out, f)
 	}
 	for _, x := range r.cpuRatios() {
