@@ -480,16 +480,27 @@ func TestDecider_Discovery(t *testing.T) {
 	}
 
 	e.ask(request(testApp, createOA, sample(t, createOA), soon()))
-	rep, err = e.nc.Request("$SRV.STATS.test-decider", nil, time.Second)
-	if err != nil {
-		t.Fatalf("stats: %v", err)
-	}
-	var stats micro.Stats
-	if err := json.Unmarshal(rep.Data, &stats); err != nil || len(stats.Endpoints) != 1 {
-		t.Fatalf("stats %s: %v", rep.Data, err)
-	}
-	if ep := stats.Endpoints[0]; ep.NumRequests != 1 || !strings.Contains(string(ep.Data), `"expired":0`) {
-		t.Fatalf("endpoint stats %+v data %s", ep, ep.Data)
+	// micro counts a request only after its handler returns, which is after
+	// the reply has gone out, so the count may trail the reply a little.
+	for limit := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		rep, err = e.nc.Request("$SRV.STATS.test-decider", nil, time.Second)
+		if err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		var stats micro.Stats
+		if err := json.Unmarshal(rep.Data, &stats); err != nil || len(stats.Endpoints) != 1 {
+			t.Fatalf("stats %s: %v", rep.Data, err)
+		}
+		ep := stats.Endpoints[0]
+		if !strings.Contains(string(ep.Data), `"expired":0`) || ep.NumRequests > 1 {
+			t.Fatalf("endpoint stats %+v data %s", ep, ep.Data)
+		}
+		if ep.NumRequests == 1 {
+			return
+		}
+		if time.Now().After(limit) {
+			t.Fatalf("endpoint stats %+v: the request was not counted within 2 s", ep)
+		}
 	}
 }
 
